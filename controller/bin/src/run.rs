@@ -1,0 +1,228 @@
+//! The subcommands' bodies: wiring of source → index → translate → proxy.
+
+use crate::cli::{DemoArgs, RunArgs, SourceArgs};
+use anyhow::{Context, bail};
+use causeway_model::{Diagnostic, RouteTable, Severity};
+use causeway_proxy::{AdminServer, Limits, Proxy, ProxyConfig, Readiness, Timeouts};
+use causeway_source::{IndexFeed, SourceEvent};
+use causeway_translate::TranslateConfig;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Builds the runtime (`--worker-threads`) and runs the proxy until SIGTERM/SIGINT.
+pub fn run_blocking(args: RunArgs, before: Option<Box<dyn FnOnce() + Send>>) -> anyhow::Result<ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        if n == 0 {
+            bail!("--worker-threads must be at least 1");
+        }
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build().context("starting the async runtime")?;
+    if let Some(before) = before {
+        before();
+    }
+    runtime.block_on(run(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `causeway demo`: writes the demo manifests into a fresh directory, starts the demo backends, then `run`.
+pub fn demo_blocking(mut args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("causeway-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::demo::write_demo_dir(&dir)?;
+    args.run.source.manifests = Some(dir.clone());
+    // The demo runs without root: unless told otherwise, listen on unprivileged loopback ports.
+    if args.run.http_addr == "0.0.0.0:80".parse()? {
+        args.run.http_addr = "127.0.0.1:8080".parse()?;
+    }
+    if args.run.https_addr == "0.0.0.0:443".parse()? {
+        args.run.https_addr = "127.0.0.1:8443".parse()?;
+    }
+    let (http, https) = (args.run.http_addr, args.run.https_addr);
+    eprintln!(
+        "causeway demo: serving {dir} (edit it live)\n  try: curl -s http://{http}/ -H 'Host: demo.local'\n       curl -s http://{http}/api/users -H 'Host: demo.local'\n       curl -s http://{http}/ -H 'Host: shop.apps.local'\n       curl -sk https://demo.local:{port}/api --resolve demo.local:{port}:{ip}",
+        dir = dir.display(),
+        port = https.port(),
+        ip = https.ip(),
+    );
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = builder.enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        crate::demo::start_backends().await?;
+        run(args.run).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let translate = translate_config(&args.source)?;
+    let registry = prometheus::Registry::new();
+    let config = ProxyConfig {
+        http_addr: args.http_addr,
+        https_addr: args.https_addr,
+        redirect_https_port: args.redirect_https_port,
+        timeouts: Timeouts {
+            connect: args.upstream_connect_timeout,
+            response_header: args.upstream_response_timeout,
+            drain: args.drain_timeout,
+            ..Timeouts::default()
+        },
+        limits: Limits { max_request_body_bytes: args.max_request_body_bytes, ..Limits::default() },
+    };
+    let proxy = Proxy::bind(config, &registry).await.context("binding the proxy listeners")?;
+    let readiness = Readiness::new();
+    let admin = AdminServer::bind(args.admin_addr, registry, readiness.clone(), proxy.table_view())
+        .await
+        .with_context(|| format!("binding the admin listener on {}", args.admin_addr))?;
+    let addrs = proxy.local_addrs();
+    tracing::info!(message = "Listening.", http = %addrs.http, https = %addrs.https, admin = %admin.local_addr());
+
+    // Sources feed one index; nothing is published until every source finished its initial list.
+    let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(1024);
+    let mut index_rx = match (&args.source.manifests, &args.source.kubeconfig) {
+        (Some(dir), _) => {
+            let feed = IndexFeed::spawn(events_rx, 1);
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                if let Err(error) = causeway_source::watch_manifests(dir, events_tx).await {
+                    tracing::error!(message = "The manifests source stopped.", error = %error);
+                }
+            });
+            feed
+        }
+        (None, _) => bail!(
+            "no source: pass --manifests DIR (the Kubernetes API source is not wired into this build yet)"
+        ),
+    };
+
+    // Translate each published index and swap the result in. One table per index version.
+    let handle = proxy.handle();
+    let translator = tokio::spawn(async move {
+        let mut seen: BTreeSet<Diagnostic> = BTreeSet::new();
+        loop {
+            let index = index_rx.borrow_and_update().clone();
+            if let Some(index) = index {
+                let table = causeway_translate::route_table(&index, &translate);
+                let mut diagnostics = table.diagnostics.clone();
+                diagnostics.extend(handle.store(table));
+                log_new_diagnostics(&mut seen, diagnostics);
+                readiness.set_ready(true);
+            }
+            if index_rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let admin_task = tokio::spawn(admin.serve(shutdown_signal()));
+    proxy.serve(shutdown_signal()).await.context("serving")?;
+    translator.abort();
+    admin_task.abort();
+    tracing::info!(message = "Drained; exiting.");
+    Ok(())
+}
+
+/// Logs each diagnostic once, when it first appears, and notes the ones that went away.
+fn log_new_diagnostics(seen: &mut BTreeSet<Diagnostic>, current: Vec<Diagnostic>) {
+    let current: BTreeSet<Diagnostic> = current.into_iter().collect();
+    for d in current.difference(seen) {
+        match d.severity {
+            Severity::Error => tracing::warn!(
+                message = "Left out of the table.",
+                object = %d.object, field = %d.field, error = %d.message
+            ),
+            Severity::Warning => tracing::warn!(
+                message = "Possible mistake.",
+                object = %d.object, field = %d.field, warning = %d.message
+            ),
+        }
+    }
+    for d in seen.difference(&current) {
+        tracing::info!(message = "Diagnostic resolved.", object = %d.object, field = %d.field);
+    }
+    *seen = current;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(message = "Cannot listen for SIGTERM.", error = %error);
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(message = "SIGTERM: draining."),
+        _ = tokio::signal::ctrl_c() => tracing::info!(message = "SIGINT: draining."),
+    }
+}
+
+fn translate_config(args: &SourceArgs) -> anyhow::Result<TranslateConfig> {
+    let default_tls_secret = match &args.default_tls_secret {
+        None => None,
+        Some(s) => match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some((ns.to_owned(), name.to_owned()))
+            }
+            _ => bail!("--default-tls-secret {s:?}: expected namespace/name"),
+        },
+    };
+    Ok(TranslateConfig {
+        ingress_class: args.ingress_class.clone(),
+        controller_name: args.controller_name.clone(),
+        default_tls_secret,
+    })
+}
+
+/// Loads a manifests directory once and translates it (for `routes` and `check`).
+fn load_table(args: &SourceArgs) -> anyhow::Result<RouteTable> {
+    let Some(dir) = &args.manifests else { bail!("--manifests DIR is required") };
+    let translate = translate_config(args)?;
+    let (index, mut file_diagnostics) = causeway_source::load_dir(Path::new(dir))
+        .with_context(|| format!("reading {}", dir.display()))?;
+    let mut table = causeway_translate::route_table(&index, &translate);
+    // The proxy's compiler also checks certificates and keys; report those as it would at run time.
+    let compile = causeway_proxy::check(&table).context("compiling the table")?;
+    file_diagnostics.retain(|d| !table.diagnostics.contains(d));
+    table.diagnostics.extend(file_diagnostics);
+    table.diagnostics.extend(compile);
+    table.diagnostics.sort();
+    table.diagnostics.dedup();
+    Ok(table)
+}
+
+/// `causeway routes`: the compiled table and its diagnostics as JSON on stdout.
+pub fn routes(args: SourceArgs) -> anyhow::Result<ExitCode> {
+    let table = load_table(&args)?;
+    println!("{}", serde_json::to_string_pretty(&table)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `causeway check`: diagnostics, one per line; exit 1 when any is an error.
+pub fn check(args: SourceArgs) -> anyhow::Result<ExitCode> {
+    let table = load_table(&args)?;
+    let mut errors = 0;
+    for d in &table.diagnostics {
+        let level = match d.severity {
+            Severity::Error => {
+                errors += 1;
+                "error"
+            }
+            Severity::Warning => "warning",
+        };
+        println!("{level}: {d}");
+    }
+    let routes: usize = table.virtual_hosts.iter().map(|v| v.routes.len()).sum();
+    println!(
+        "{} virtual hosts, {routes} routes, {} certificates, {errors} errors, {} warnings",
+        table.virtual_hosts.len(),
+        table.certificates.len(),
+        table.diagnostics.len() - errors
+    );
+    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
