@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Checks the kustomize base in manifests/:
+#   1. `kubectl kustomize manifests/` renders, and the static checks of check_manifests.py pass (namespace,
+#      least-privilege RBAC, security contexts, probes, host paths, flags the binaries really accept).
+#   2. When the test control plane of tests/cluster/ is built (kube-apiserver + etcd in its cache), against a
+#      throwaway API server: `kubectl apply --dry-run=server -k manifests/` is accepted; after a real apply,
+#      `kubectl auth can-i` as each ServiceAccount matches what the binaries need and nothing more; the IPPool
+#      CRD's validation accepts good pools and rejects bad ones.
+# Without the control plane, part 2 is reported as skipped (not passed).
+#
+# Usage: tests/observability/manifests.sh       Env: CAUSEWAY_BIN, CAUSEWAY_NODE_BIN (optional, for --help)
+# Prints one line per check and a closing `N passed, M failed[, K skipped]`; exits non-zero on any failure.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+
+PY=python3
+if ! "$PY" -c 'import yaml' 2>/dev/null; then
+    if /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+        PY=/usr/bin/python3
+    else
+        apt-get install -y -qq --no-install-recommends python3-yaml >/dev/null
+        PY=/usr/bin/python3
+    fi
+fi
+command -v kubectl >/dev/null || { echo "manifests.sh: kubectl is needed"; echo "0 passed, 1 failed"; exit 1; }
+
+WORK="$(mktemp -d /tmp/causeway-manifests.XXXXXX)"
+CLUSTER_DIR="$WORK/cluster"
+cleanup() {
+    if [ -f "$CLUSTER_DIR/env" ] || [ -f "$CLUSTER_DIR/apiserver.pid" ] || [ -f "$CLUSTER_DIR/etcd.pid" ]; then
+        "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0 failed=0 skipped=0
+ok() { passed=$((passed + 1)); echo "ok    $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL  $*"; }
+
+# --- 1. Render and static checks -------------------------------------------------------------------------------
+if kubectl kustomize manifests/ >"$WORK/all.yaml" 2>"$WORK/kustomize.err"; then
+    ok "kubectl kustomize manifests/ renders ($(grep -c '^kind:' "$WORK/all.yaml") objects)"
+else
+    fail "kubectl kustomize manifests/: $(cat "$WORK/kustomize.err")"
+fi
+set +e
+"$PY" "$HERE/check_manifests.py" "$WORK/all.yaml" | tee "$WORK/static.out"
+set -e
+read -r sp sf < <(awk '/^[0-9]+ passed, [0-9]+ failed/ {print $1, $3}' "$WORK/static.out" | tail -n1)
+if [ -z "${sp:-}" ]; then
+    fail "check_manifests.py did not finish"
+else
+    passed=$((passed + sp)); failed=$((failed + sf))
+fi
+
+# --- 2. Against a real API server ------------------------------------------------------------------------------
+K8S_VERSION="${K8S_VERSION:-v1.35.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CACHE="${CAUSEWAY_CLUSTER_CACHE:-/var/cache/causeway}"
+if [ ! -x "$ROOT/tests/cluster/start.sh" ] || [ ! -x "${KUBE_APISERVER:-$CACHE/k8s-$K8S_VERSION/kube-apiserver}" ] \
+    || [ ! -x "${ETCD:-$CACHE/etcd-$ETCD_VERSION/etcd}" ]; then
+    skipped=$((skipped + 1))
+    echo "skip  server-side checks: the test control plane is not built (run tests/cluster/build.sh)"
+else
+    export CAUSEWAY_CLUSTER_OWNER_PID=$$
+    if ! "$ROOT/tests/cluster/start.sh" "$CLUSTER_DIR" >"$WORK/start.out" 2>&1; then
+        fail "tests/cluster/start.sh: $(tail -n 5 "$WORK/start.out")"
+    else
+        export KUBECONFIG="$CLUSTER_DIR/admin.kubeconfig"
+        k() { kubectl --request-timeout=30s "$@"; }
+
+        # The Namespace and the CRD first (a dry run of namespaced objects needs their namespace to exist).
+        "$PY" - "$WORK/all.yaml" "$WORK/first.yaml" <<'EOF'
+import sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+first = [o for o in objs if o["kind"] in ("Namespace", "CustomResourceDefinition")]
+yaml.safe_dump_all(first, open(sys.argv[2], "w"))
+EOF
+        if k apply --dry-run=server -f "$WORK/first.yaml" >"$WORK/out" 2>&1; then
+            ok "dry-run=server: Namespace and CRD"
+        else
+            fail "dry-run=server: Namespace and CRD: $(cat "$WORK/out")"
+        fi
+        if k apply -f "$WORK/first.yaml" >"$WORK/out" 2>&1 \
+            && k wait --for=condition=Established --timeout=60s crd/ippools.causeway.dev >>"$WORK/out" 2>&1; then
+            ok "Namespace and CRD applied; CRD established"
+        else
+            fail "applying Namespace and CRD: $(cat "$WORK/out")"
+        fi
+        if k apply --dry-run=server -k manifests/ >"$WORK/out" 2>&1; then
+            ok "kubectl apply --dry-run=server -k manifests/ ($(wc -l <"$WORK/out") objects)"
+        else
+            fail "kubectl apply --dry-run=server -k manifests/: $(cat "$WORK/out")"
+        fi
+        if k apply -k manifests/ >"$WORK/out" 2>&1; then
+            ok "kubectl apply -k manifests/"
+        else
+            fail "kubectl apply -k manifests/: $(cat "$WORK/out")"
+        fi
+
+        # can_i WANT SA VERB RESOURCE [NAMESPACE]: WANT is yes or no.
+        can_i() {
+            local want="$1" sa="$2" verb="$3" res="$4" ns="${5:-}" got
+            local nsargs=(--all-namespaces)
+            [ -n "$ns" ] && nsargs=(-n "$ns")
+            got="$(k auth can-i "$verb" "$res" "${nsargs[@]}" \
+                --as="system:serviceaccount:causeway-system:$sa" 2>/dev/null || true)"
+            if [ "$got" = "$want" ]; then
+                ok "can-i $sa $verb $res ${ns:-(all namespaces)} = $want"
+            else
+                fail "can-i $sa $verb $res ${ns:-(all namespaces)}: want $want, got '${got}'"
+            fi
+        }
+        for res in ingresses.networking.k8s.io ingressclasses.networking.k8s.io services \
+            endpointslices.discovery.k8s.io secrets nodes; do
+            for verb in get list watch; do can_i yes causeway "$verb" "$res"; done
+        done
+        can_i yes causeway update ingresses.networking.k8s.io/status
+        can_i yes causeway update services/status
+        can_i yes causeway create events.events.k8s.io
+        can_i yes causeway patch events.events.k8s.io
+        for verb in get create update; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
+        can_i no causeway update leases.coordination.k8s.io kube-system
+        can_i no causeway delete leases.coordination.k8s.io causeway-system
+        can_i no causeway update ingresses.networking.k8s.io
+        can_i no causeway update services
+        can_i no causeway create secrets
+        can_i no causeway delete pods
+        can_i no causeway list configmaps
+        for res in services endpointslices.discovery.k8s.io nodes; do
+            for verb in get list watch; do can_i yes causeway-node "$verb" "$res"; done
+        done
+        can_i no causeway-node get secrets
+        can_i no causeway-node update nodes
+        can_i no causeway-node update services/status
+        can_i no causeway-node create events.events.k8s.io
+
+        # pool NAME WANT SPEC-JSON [EXPECTED-MESSAGE]: WANT is accept or reject.
+        pool() {
+            local name="$1" want="$2" spec="$3" msg="${4:-}"
+            printf '{"apiVersion":"causeway.dev/v1alpha1","kind":"IPPool","metadata":{"name":"%s"},"spec":%s}\n' \
+                "$name" "$spec" >"$WORK/pool.json"
+            if k apply --dry-run=server -f "$WORK/pool.json" >"$WORK/out" 2>&1; then
+                [ "$want" = accept ] && ok "IPPool $name accepted" || fail "IPPool $name accepted, want rejected"
+            elif [ "$want" = reject ] && { [ -z "$msg" ] || grep -qF -- "$msg" "$WORK/out"; }; then
+                ok "IPPool $name rejected${msg:+ ($msg)}"
+            else
+                fail "IPPool $name: want $want${msg:+ with '$msg'}, got: $(cat "$WORK/out")"
+            fi
+        }
+        pool kind-pool accept '{"blocks":[{"cidr":"172.18.255.200/29"},{"start":"172.18.255.210","stop":"172.18.255.219"}]}'
+        pool single-range accept '{"blocks":[{"start":"10.0.0.5","stop":"10.0.0.5"}],"disabled":true}'
+        pool selector accept '{"blocks":[{"cidr":"10.1.0.0/24"}],"serviceSelector":{"matchLabels":{"pool":"a"}}}'
+        pool no-blocks reject '{"blocks":[]}'
+        pool not-cidr reject '{"blocks":[{"cidr":"172.18.255.300/29"}]}' "cidr must be a CIDR"
+        pool host-bits reject '{"blocks":[{"cidr":"172.18.255.201/29"}]}' "host bits"
+        pool ipv6-later reject '{"blocks":[{"cidr":"fd00::/120"}]}' "only IPv4"
+        pool both reject '{"blocks":[{"cidr":"10.0.0.0/24","start":"10.0.0.1","stop":"10.0.0.2"}]}' "either cidr or start/stop"
+        pool half-range reject '{"blocks":[{"start":"10.0.0.1"}]}' "both start and stop"
+        pool backwards reject '{"blocks":[{"start":"10.0.1.0","stop":"10.0.0.255"}]}' "stop must not be below start"
+        pool bad-start reject '{"blocks":[{"start":"10.0.0.x","stop":"10.0.0.9"}]}' "start must be an IPv4 address"
+        pool bad-operator reject '{"blocks":[{"cidr":"10.0.0.0/24"}],"serviceSelector":{"matchExpressions":[{"key":"a","operator":"Maybe"}]}}'
+    fi
+fi
+
+echo
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]
