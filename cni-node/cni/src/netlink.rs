@@ -22,9 +22,6 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-/// `IFLA_BRPORT_MODE`, the hairpin flag inside a bridge port's `IFLA_PROTINFO`.
-const IFLA_BRPORT_MODE: u16 = 4;
-
 /// A failed netlink request.
 #[derive(Debug, thiserror::Error)]
 pub enum NlError {
@@ -82,6 +79,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Administratively up.
     pub up: bool,
+    /// Hairpin flag, for a bridge port.
+    pub hairpin: Option<bool>,
 }
 
 /// A route as read back from the kernel (main table only).
@@ -272,33 +271,6 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewLink(msg), 0, &format!("set hairpin on link #{index}"))
     }
 
-    /// Read a bridge port's hairpin flag (from the `AF_BRIDGE` view of the link).
-    pub fn hairpin(&mut self, index: u32) -> Result<Option<bool>, NlError> {
-        let mut msg = LinkMessage::default();
-        msg.header.interface_family = AddressFamily::Bridge;
-        msg.header.index = index;
-        let msgs = self.request(RouteNetlinkMessage::GetLink(msg), 0, &format!("get bridge port #{index}"))?;
-        for m in msgs {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                for a in &l.attributes {
-                    if let LinkAttribute::ProtoInfoBridge(infos) = a {
-                        for i in infos {
-                            if let netlink_packet_route::link::LinkProtoInfoBridge::Other(nla) = i {
-                                use netlink_packet_core::Nla;
-                                if nla.kind() == IFLA_BRPORT_MODE {
-                                    let mut v = vec![0u8; nla.value_len()];
-                                    nla.emit_value(&mut v);
-                                    return Ok(Some(v.first().copied().unwrap_or(0) != 0));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
     /// Delete a link. A missing link is success.
     pub fn delete_link(&mut self, index: u32) -> Result<(), NlError> {
         let mut msg = LinkMessage::default();
@@ -455,6 +427,7 @@ fn to_link(l: &LinkMessage) -> Link {
         mtu: None,
         master: None,
         up: l.header.flags.contains(LinkFlags::Up),
+        hairpin: None,
     };
     for a in &l.attributes {
         match a {
@@ -464,8 +437,16 @@ fn to_link(l: &LinkMessage) -> Link {
             LinkAttribute::Controller(m) => link.master = Some(*m),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        link.kind = Some(k.to_string());
+                    match i {
+                        LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                        LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            for p in port {
+                                if let InfoBridgePort::HairpinMode(on) = p {
+                                    link.hairpin = Some(*on);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
