@@ -1,0 +1,66 @@
+//! `watch_cluster`: the watchers as a source, sending the same events the manifests source sends.
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::watcher::Event;
+use tokio::sync::mpsc;
+
+use crate::access::check_access;
+use crate::error::{Error, Result};
+use crate::metrics::KubeMetrics;
+use crate::watch::{Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access};
+
+// TEMPORARY until causeway-source publishes its SourceEvent; replaced by `causeway_source::SourceEvent`.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Apply(causeway_translate::KubeObject),
+    Delete(causeway_translate::ObjectKey),
+    InitDone,
+}
+
+fn to_source(change: Change) -> SourceEvent {
+    match change {
+        Change::Apply(obj) => SourceEvent::Apply(obj),
+        Change::Delete(key) => SourceEvent::Delete(key),
+        Change::InitDone => SourceEvent::InitDone,
+    }
+}
+
+/// Watches Ingress, IngressClass, Service, EndpointSlice, TLS Secret and Node objects in every namespace and
+/// sends them to `tx` as source events, until `tx`'s receiver is dropped.
+///
+/// First checks that list and watch are allowed on every kind and returns [`Error::Forbidden`] naming what is
+/// missing. Then nothing is sent until every kind has finished its initial list; the initial state goes out as
+/// `Apply` events followed by one `InitDone`. After that, each change is one `Apply` or `Delete`; a relist
+/// (after an API outage or an expired watch) sends only what changed meanwhile. Watch errors are retried with
+/// kube-rs's default backoff and counted in `causeway_kube_watch_errors_total` and
+/// `causeway_kube_watch_restarts_total`.
+pub async fn watch_cluster(client: Client, tx: mpsc::Sender<SourceEvent>, metrics: KubeMetrics) -> Result<()> {
+    check_access(&client, &required_access()).await?;
+    let mut stream = merged_watchers(&client);
+    let mut tracker = Tracker::new(&WATCHED_KINDS);
+    while let Some((kind, event)) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                report_error(kind, &error, &metrics);
+                continue;
+            }
+        };
+        let synced = metrics.watch_synced.with_label_values(&[kind.as_str()]);
+        match &event {
+            Event::Init => synced.set(0),
+            Event::InitDone => synced.set(1),
+            _ => {}
+        }
+        let (changes, restarted) = tracker.on_event(kind, event);
+        if restarted {
+            report_restart(kind, &metrics);
+        }
+        for change in changes {
+            tx.send(to_source(change)).await.map_err(|_| Error::ReceiverGone)?;
+        }
+    }
+    // The watchers retry for ever; a merged stream that ends means every watcher ended, which kube-rs never does.
+    Ok(())
+}
