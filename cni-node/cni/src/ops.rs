@@ -396,14 +396,13 @@ pub fn cmd_status(conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// GC: release every reservation of this network whose attachment is not in `cni.dev/valid-attachments`.
+/// An absent list means no attachment is valid: libcni omits the key when its caller passes no arguments
+/// (cnitool's `gc` does exactly that).
 pub fn cmd_gc(conf: &NetConf) -> Result<Vec<IpAddr>, CniError> {
     require_v110(conf, "GC")?;
-    let valid = conf
-        .valid_attachments
-        .as_ref()
-        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "cni.dev/valid-attachments: required for GC"))?;
+    let valid = conf.valid_attachments.clone().unwrap_or_default();
     let mut store = DiskStore::lock(&conf.ipam.data_dir, &conf.name)?;
-    Ok(causeway_ipam::gc(&mut store, valid)?)
+    Ok(causeway_ipam::gc(&mut store, &valid)?)
 }
 
 /// The store directory of a configuration (for tests and diagnostics).

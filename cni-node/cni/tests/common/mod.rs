@@ -118,7 +118,8 @@ impl Netns {
 
     /// Global addresses of a link, as `a.b.c.d/len`.
     pub fn addrs(&self, dev: &str) -> Vec<String> {
-        let v = self.ip_json(&["addr", "show", "dev", dev]);
+        let out = Command::new("ip").args(["-n", &self.name, "-j", "addr", "show", "dev", dev]).output().expect("spawn ip");
+        let v: Value = if out.status.success() { serde_json::from_slice(&out.stdout).unwrap_or(json!([])) } else { json!([]) };
         let mut out = Vec::new();
         for l in v.as_array().into_iter().flatten() {
             for a in l["addr_info"].as_array().into_iter().flatten() {
