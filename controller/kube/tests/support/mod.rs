@@ -1,0 +1,220 @@
+//! A real control plane for the integration tests: `tests/cluster/start.sh` starts etcd and kube-apiserver (built
+//! by `tests/cluster/build.sh`) on free loopback ports in a temporary directory; dropping the [`TestCluster`]
+//! stops both by PID. If the test process dies without dropping it, the watchdog start.sh leaves behind stops
+//! them when this process exits.
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// How long any single wait in the tests may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster")
+}
+
+fn run_script(args: &[&str]) -> std::process::Output {
+    let script = scripts().join(args[0]);
+    Command::new(&script)
+        .args(&args[1..])
+        .env("CAUSEWAY_CLUSTER_OWNER_PID", std::process::id().to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+}
+
+impl TestCluster {
+    /// Starts etcd and kube-apiserver. Fails the test, naming `tests/cluster/build.sh`, when the binaries are
+    /// missing.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
+        let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
+        let out = run_script(&["start.sh", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            panic!(
+                "kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}"
+            );
+        }
+        assert!(out.status.success(), "tests/cluster/start.sh failed ({}):\n{stderr}", out.status);
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self { dir, env }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn path_arg(&self) -> String {
+        self.dir.path().to_string_lossy().into_owned()
+    }
+
+    /// A client authenticated as `causeway-admin` (system:masters).
+    pub async fn client(&self) -> Client {
+        client_from(&self.env["KUBECONFIG"]).await
+    }
+
+    /// A client authenticated as `causeway-limited` (group `causeway:limited`), which has no RBAC bindings.
+    pub async fn limited_client(&self) -> Client {
+        client_from(&self.env["LIMITED_KUBECONFIG"]).await
+    }
+
+    /// Stops only the API server (etcd keeps the data), as an outage would.
+    pub fn stop_apiserver(&self) {
+        let out = run_script(&["stop.sh", "--only", "apiserver", &self.path_arg()]);
+        assert!(out.status.success(), "stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the API server again on the same port, and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        let out = run_script(&["start.sh", "--only", "apiserver", &self.path_arg()]);
+        assert!(out.status.success(), "start.sh --only apiserver failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let out = run_script(&["stop.sh", &self.path_arg()]);
+        if !out.status.success() {
+            eprintln!("stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if std::env::var_os("CAUSEWAY_KEEP_CLUSTER_DIR").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
+            eprintln!("cluster directory kept: {}", kept.keep().display());
+        }
+    }
+}
+
+pub async fn client_from(kubeconfig: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig written by start.sh");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client configuration");
+    Client::try_from(config).expect("client")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `deadline`. Returns the value and the time taken.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === The cluster source feeding an index, as the controller binary wires it ===
+
+use std::sync::{Arc, Mutex};
+
+use causeway_kube::{KubeMetrics, watch_cluster};
+use causeway_translate::{Index, KubeObject, ObjectKey};
+use tokio::sync::mpsc;
+
+/// What the feed has seen so far.
+#[derive(Default)]
+pub struct FeedState {
+    pub index: Index,
+    /// Whether `InitDone` arrived.
+    pub init_done: bool,
+    /// Keys of every Apply and Delete, in order (`true` = Apply), with `None` marking InitDone.
+    pub log: Vec<Option<(bool, ObjectKey)>>,
+    /// How watch_cluster ended, if it did.
+    pub ended: Option<String>,
+}
+
+/// `watch_cluster` running into an [`Index`].
+pub struct Feed {
+    pub state: Arc<Mutex<FeedState>>,
+    pub metrics: KubeMetrics,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    pub fn start(client: Client) -> Self {
+        let metrics = KubeMetrics::unregistered().expect("metrics");
+        let state = Arc::new(Mutex::new(FeedState::default()));
+        let (tx, mut rx) = mpsc::channel(64);
+        let watch_metrics = metrics.clone();
+        let ended = state.clone();
+        let watch = tokio::spawn(async move {
+            let result = watch_cluster(client, tx, watch_metrics).await;
+            ended.lock().expect("feed state").ended = Some(match result {
+                Ok(()) => "ended".to_owned(),
+                Err(e) => e.to_string(),
+            });
+        });
+        let fed = state.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let mut s = fed.lock().expect("feed state");
+                apply_event(&mut s, event);
+            }
+            let _ = watch.await;
+        });
+        Self { state, metrics, task }
+    }
+
+    /// Runs `f` on the current state.
+    pub fn with<T>(&self, f: impl FnOnce(&FeedState) -> T) -> T {
+        f(&self.state.lock().expect("feed state"))
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<KubeObject> {
+        self.with(|s| s.index.get(key))
+    }
+
+    pub async fn wait_init_done(&self) {
+        eventually("InitDone from watch_cluster", DEADLINE, || async {
+            self.with(|s| {
+                assert!(s.ended.is_none(), "watch_cluster ended: {:?}", s.ended);
+                s.init_done.then_some(())
+            })
+        })
+        .await;
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn apply_event(s: &mut FeedState, event: causeway_kube::SourceEvent) {
+    match event {
+        causeway_kube::SourceEvent::Apply(obj) => {
+            s.log.push(Some((true, obj.key())));
+            s.index.apply(obj);
+        }
+        causeway_kube::SourceEvent::Delete(key) => {
+            s.index.delete(&key);
+            s.log.push(Some((false, key)));
+        }
+        causeway_kube::SourceEvent::InitDone => {
+            s.init_done = true;
+            s.log.push(None);
+        }
+    }
+}
