@@ -1,0 +1,88 @@
+//! Named checks over one shared cluster: each check runs, its outcome and time are printed, a failure (error or
+//! panic) is recorded with the cluster's diagnostics and the next check still runs; [`Suite::finish`] fails the
+//! test naming every failed check. The cluster is dropped (and so removed) before the test fails.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::error::Result;
+
+/// The outcome of one named check.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Check name.
+    pub name: String,
+    /// `None` when it passed, else why it failed.
+    pub failure: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Runs named checks and collects their outcomes.
+#[derive(Debug)]
+pub struct Suite {
+    /// Suite name (the test function).
+    pub name: String,
+    /// Outcomes so far.
+    pub outcomes: Vec<Outcome>,
+    started: Instant,
+}
+
+impl Suite {
+    /// A new suite.
+    pub fn new(name: &str) -> Self {
+        eprintln!("netns cluster suite {name}: starting");
+        Self { name: name.into(), outcomes: Vec::new(), started: Instant::now() }
+    }
+
+    /// Runs check `name`; a failure is recorded, not propagated.
+    pub fn check(&mut self, cluster: &mut Cluster, name: &str, f: impl FnOnce(&mut Cluster) -> Result<()>) {
+        let start = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(cluster)));
+        let took = start.elapsed();
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(panic) => Some(
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+            ),
+        };
+        match &failure {
+            None => eprintln!("check {name} ... ok ({} ms)", took.as_millis()),
+            Some(why) => eprintln!("check {name} ... FAILED ({} ms): {why}\n{}", took.as_millis(), cluster.diagnostics()),
+        }
+        self.outcomes.push(Outcome { name: name.into(), failure, took });
+    }
+
+    /// Records a check that could not run because setup failed.
+    pub fn skipped_by_setup(&mut self, names: &[&str], why: &str) {
+        for n in names {
+            eprintln!("check {n} ... FAILED (setup): {why}");
+            self.outcomes.push(Outcome { name: (*n).into(), failure: Some(format!("setup failed: {why}")), took: Duration::ZERO });
+        }
+    }
+
+    /// The failed checks' names.
+    pub fn failed(&self) -> Vec<&str> {
+        self.outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect()
+    }
+
+    /// Prints the summary and panics if any check failed. Call after the cluster has been dropped.
+    pub fn finish(self) {
+        let failed: Vec<String> =
+            self.outcomes.iter().filter_map(|o| o.failure.as_ref().map(|f| format!("  {}: {f}", o.name))).collect();
+        eprintln!(
+            "netns cluster suite {}: {} checks, {} failed, {:.1} s",
+            self.name,
+            self.outcomes.len(),
+            failed.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        assert!(failed.is_empty(), "failed checks in {}:\n{}", self.name, failed.join("\n"));
+    }
+}
