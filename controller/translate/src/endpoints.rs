@@ -81,8 +81,7 @@ pub(crate) fn service_endpoints(
     for slice in index.slices_for_service(namespace, service) {
         let Some(family) = slice_family(slice, families, diags) else { continue };
         for (pi, port) in slice.ports.iter().flatten().enumerate() {
-            if port.name.as_deref().unwrap_or("") != port_name
-                || port.protocol.as_deref().unwrap_or("TCP") != protocol
+            if port.name.as_deref().unwrap_or("") != port_name || port.protocol.as_deref().unwrap_or("TCP") != protocol
             {
                 continue;
             }
@@ -113,7 +112,10 @@ pub(crate) fn service_endpoints(
                         diags.push(Diagnostic::error(
                             slice_ref(slice),
                             format!("endpoints[{ei}].addresses[0]"),
-                            format!("address {first:?} is not of the slice's addressType {}; it is ignored", slice.address_type),
+                            format!(
+                                "address {first:?} is not of the slice's addressType {}; it is ignored",
+                                slice.address_type
+                            ),
                         ));
                         continue;
                     }
@@ -152,11 +154,8 @@ pub(crate) fn service_endpoints(
 /// The endpoints the proxy sends traffic to: the ready ones, or, when none is ready, the serving and terminating
 /// ones (graceful drain, KEP-1669).
 pub(crate) fn usable(endpoints: &[EndpointInfo]) -> Vec<Endpoint> {
-    let ready: Vec<Endpoint> = endpoints
-        .iter()
-        .filter(|e| e.ready)
-        .map(|e| Endpoint { address: SocketAddr::new(e.ip, e.port) })
-        .collect();
+    let ready: Vec<Endpoint> =
+        endpoints.iter().filter(|e| e.ready).map(|e| Endpoint { address: SocketAddr::new(e.ip, e.port) }).collect();
     if !ready.is_empty() {
         return ready;
     }

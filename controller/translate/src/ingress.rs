@@ -3,12 +3,9 @@
 use crate::endpoints::{service_endpoints, usable};
 use crate::index::Index;
 use crate::tls::{CertKey, cert_key, default_certificate};
-use crate::{
-    DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, SSL_REDIRECT_ANNOTATION, TranslateConfig,
-};
+use crate::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, SSL_REDIRECT_ANNOTATION, TranslateConfig};
 use causeway_model::{
-    Backend, Diagnostic, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, TlsCertificate,
-    VirtualHost,
+    Backend, Diagnostic, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, TlsCertificate, VirtualHost,
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -123,9 +120,14 @@ pub(crate) fn translate(index: &Index, config: &TranslateConfig, diags: &mut Vec
             let vhost = hosts.entry(host.clone()).or_default();
             match vhost.get(&root) {
                 None => {
-                    let route =
-                        Route { path: root.clone(), backend: backend.clone(), ingress: o.obj.clone(), ssl_redirect: false };
-                    vhost.insert(root.clone(), Slot { route, from_default_backend: true, redirect_off: o.redirect_off });
+                    let route = Route {
+                        path: root.clone(),
+                        backend: backend.clone(),
+                        ingress: o.obj.clone(),
+                        ssl_redirect: false,
+                    };
+                    vhost
+                        .insert(root.clone(), Slot { route, from_default_backend: true, redirect_off: o.redirect_off });
                 }
                 Some(existing) if existing.from_default_backend && existing.route.ingress != o.obj => {
                     diags.push(Diagnostic::warning(
@@ -174,7 +176,13 @@ fn ingress_ref(ing: &Ingress) -> ObjectRef {
 }
 
 /// Ingress class selection (see [`crate::route_table`]).
-fn is_ours(ing: &Ingress, obj: &ObjectRef, index: &Index, config: &TranslateConfig, diags: &mut Vec<Diagnostic>) -> bool {
+fn is_ours(
+    ing: &Ingress,
+    obj: &ObjectRef,
+    index: &Index,
+    config: &TranslateConfig,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
     let legacy = ing.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION));
     let class_name = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).filter(|c| !c.is_empty());
     match (class_name, legacy) {
@@ -237,7 +245,11 @@ fn rule_host(host: Option<&str>, obj: &ObjectRef, ri: usize, diags: &mut Vec<Dia
         Some(h) => match h.parse::<HostPattern>() {
             Ok(p) => Some(p),
             Err(e) => {
-                diags.push(Diagnostic::error(obj.clone(), format!("spec.rules[{ri}].host"), format!("{e}; the rule is ignored")));
+                diags.push(Diagnostic::error(
+                    obj.clone(),
+                    format!("spec.rules[{ri}].host"),
+                    format!("{e}; the rule is ignored"),
+                ));
                 None
             }
         },
@@ -332,7 +344,11 @@ fn resolve_backend(
     };
     let name = &svc_backend.name;
     if name.is_empty() {
-        diags.push(Diagnostic::error(o.obj.clone(), format!("{field}.service.name"), "the Service name is empty; the path is ignored"));
+        diags.push(Diagnostic::error(
+            o.obj.clone(),
+            format!("{field}.service.name"),
+            "the Service name is empty; the path is ignored",
+        ));
         return None;
     }
     enum Want<'a> {
@@ -381,7 +397,10 @@ fn resolve_backend(
         diags.push(Diagnostic::error(
             o.obj.clone(),
             format!("{field}.service.name"),
-            format!("Service {}/{name} is of type ExternalName, which is not supported; the route answers 503", o.namespace),
+            format!(
+                "Service {}/{name} is of type ExternalName, which is not supported; the route answers 503",
+                o.namespace
+            ),
         ));
         return no_endpoints(service);
     }

@@ -68,7 +68,9 @@ pub(crate) fn listeners(index: &Index, diags: &mut Vec<Diagnostic>) -> Vec<L4Lis
                     diags.push(Diagnostic::error(
                         obj.clone(),
                         format!("{field}.protocol"),
-                        format!("protocol {other} is not supported by the proxy (TCP and UDP only); the port is ignored"),
+                        format!(
+                            "protocol {other} is not supported by the proxy (TCP and UDP only); the port is ignored"
+                        ),
                     ));
                     continue;
                 }

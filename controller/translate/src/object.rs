@@ -150,11 +150,7 @@ impl KubeObject {
     /// The object's key. A missing name or namespace reads as empty (the source rejects such objects before).
     pub fn key(&self) -> ObjectKey {
         let meta = self.metadata();
-        ObjectKey::new(
-            self.kind(),
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        )
+        ObjectKey::new(self.kind(), meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
     }
 }
 

@@ -37,13 +37,7 @@ pub fn service_table(index: &Index) -> (ServiceTable, Vec<Diagnostic>) {
     (ServiceTable { ports }, crate::dedup(diags))
 }
 
-fn parse_ips(
-    values: &[String],
-    obj: &ObjectRef,
-    field: &str,
-    what: &str,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<IpAddr> {
+fn parse_ips(values: &[String], obj: &ObjectRef, field: &str, what: &str, diags: &mut Vec<Diagnostic>) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for (i, v) in values.iter().enumerate() {
         match v.parse::<IpAddr>() {
@@ -109,29 +103,31 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
     }
     let families: Vec<Family> = cluster_ips.iter().map(|ip| Family::of(*ip)).collect();
 
-    let external_ips = parse_ips(spec.external_ips.as_deref().unwrap_or(&[]), &obj, "spec.externalIPs", "external IP", diags);
-    let load_balancer_ips = if ty == "LoadBalancer" && spec.load_balancer_class.as_deref() != Some(PROXY_LOAD_BALANCER_CLASS) {
-        let mut ips = Vec::new();
-        let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
-        for (i, entry) in ingress.into_iter().flatten().enumerate() {
-            // Reference §5.8: `ipMode: Proxy` entries are not VIPs the node should capture; hostnames are ignored.
-            if entry.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
-                continue;
+    let external_ips =
+        parse_ips(spec.external_ips.as_deref().unwrap_or(&[]), &obj, "spec.externalIPs", "external IP", diags);
+    let load_balancer_ips =
+        if ty == "LoadBalancer" && spec.load_balancer_class.as_deref() != Some(PROXY_LOAD_BALANCER_CLASS) {
+            let mut ips = Vec::new();
+            let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+            for (i, entry) in ingress.into_iter().flatten().enumerate() {
+                // Reference §5.8: `ipMode: Proxy` entries are not VIPs the node should capture; hostnames are ignored.
+                if entry.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
+                    continue;
+                }
+                let Some(ip) = entry.ip.as_deref() else { continue };
+                match ip.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => diags.push(Diagnostic::error(
+                        obj.clone(),
+                        format!("status.loadBalancer.ingress[{i}].ip"),
+                        format!("{ip:?} is not an IP address; this load-balancer IP is ignored"),
+                    )),
+                }
             }
-            let Some(ip) = entry.ip.as_deref() else { continue };
-            match ip.parse::<IpAddr>() {
-                Ok(ip) => ips.push(ip),
-                Err(_) => diags.push(Diagnostic::error(
-                    obj.clone(),
-                    format!("status.loadBalancer.ingress[{i}].ip"),
-                    format!("{ip:?} is not an IP address; this load-balancer IP is ignored"),
-                )),
-            }
-        }
-        ips
-    } else {
-        Vec::new()
-    };
+            ips
+        } else {
+            Vec::new()
+        };
     let mut source_ranges = Vec::new();
     for (i, r) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
         match r.trim().parse::<ipnet::IpNet>() {
@@ -144,11 +140,8 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
         }
     }
     let session_affinity_timeout = if spec.session_affinity.as_deref() == Some("ClientIP") {
-        let t = spec
-            .session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds);
+        let t =
+            spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
         match t {
             None => Some(DEFAULT_AFFINITY_TIMEOUT),
             Some(t) if (1..=86_400).contains(&t) => Some(t as u32),
@@ -165,13 +158,17 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
         None
     };
     let external_policy_applies = ty == "NodePort" || ty == "LoadBalancer";
-    let external_traffic_policy = if external_policy_applies && spec.external_traffic_policy.as_deref() == Some("Local") {
+    let external_traffic_policy = if external_policy_applies && spec.external_traffic_policy.as_deref() == Some("Local")
+    {
         TrafficPolicy::Local
     } else {
         TrafficPolicy::Cluster
     };
-    let internal_traffic_policy =
-        if spec.internal_traffic_policy.as_deref() == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster };
+    let internal_traffic_policy = if spec.internal_traffic_policy.as_deref() == Some("Local") {
+        TrafficPolicy::Local
+    } else {
+        TrafficPolicy::Cluster
+    };
     let health_check_node_port = if ty == "LoadBalancer" && external_traffic_policy == TrafficPolicy::Local {
         spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
     } else {
@@ -259,23 +256,27 @@ pub fn node_table(index: &Index) -> (NodeTable, Vec<Diagnostic>) {
             _ => ("spec.podCIDR", Vec::new()),
         };
         let mut pod_cidrs = Vec::new();
+        let mut cidr_errors = Vec::new();
         for (i, c) in raw.iter().enumerate() {
             let f = if field == "spec.podCIDRs" { format!("{field}[{i}]") } else { field.to_owned() };
             match c.parse::<ipnet::IpNet>() {
                 Ok(net) if net.trunc() == net => pod_cidrs.push(net.to_string()),
-                Ok(net) => diags.push(Diagnostic::error(
-                    obj.clone(),
-                    f,
-                    format!("{c:?} has host bits set (did you mean {}?); it is ignored", net.trunc()),
-                )),
-                Err(_) => diags.push(Diagnostic::error(obj.clone(), f, format!("{c:?} is not a CIDR; it is ignored"))),
+                Ok(net) => cidr_errors.push((f, format!("{c:?} has host bits set (did you mean {}?)", net.trunc()))),
+                Err(_) => cidr_errors.push((f, format!("{c:?} is not a CIDR"))),
             }
         }
         if pod_cidrs.is_empty() {
-            diags.push(Diagnostic::error(obj, field, "the Node has no valid pod CIDR; it is skipped"));
+            // One diagnostic for the skipped Node, naming the first bad value when there was one.
+            let (f, why) =
+                cidr_errors.into_iter().next().unwrap_or_else(|| (field.to_owned(), "no pod CIDR is set".to_owned()));
+            diags.push(Diagnostic::error(obj, f, format!("{why}; the Node has no valid pod CIDR and is skipped")));
             continue;
         }
+        for (f, why) in cidr_errors {
+            diags.push(Diagnostic::error(obj.clone(), f, format!("{why}; it is ignored")));
+        }
         let mut internal_ips = Vec::new();
+        let mut ip_errors = Vec::new();
         let status = node.status.clone().unwrap_or_default();
         for (i, a) in status.addresses.iter().flatten().enumerate() {
             if a.type_ != "InternalIP" {
@@ -283,22 +284,32 @@ pub fn node_table(index: &Index) -> (NodeTable, Vec<Diagnostic>) {
             }
             match a.address.parse::<IpAddr>() {
                 Ok(ip) => internal_ips.push(ip),
-                Err(_) => diags.push(Diagnostic::error(
-                    obj.clone(),
-                    format!("status.addresses[{i}].address"),
-                    format!("{:?} is not an IP address; it is ignored", a.address),
-                )),
+                Err(_) => ip_errors
+                    .push((format!("status.addresses[{i}].address"), format!("{:?} is not an IP address", a.address))),
             }
         }
         if internal_ips.is_empty() {
-            diags.push(Diagnostic::error(obj, "status.addresses", "the Node has no valid InternalIP address; it is skipped"));
+            let (f, why) = ip_errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| ("status.addresses".to_owned(), "no InternalIP address is set".to_owned()));
+            diags.push(Diagnostic::error(obj, f, format!("{why}; the Node has no valid InternalIP and is skipped")));
             continue;
+        }
+        for (f, why) in ip_errors {
+            diags.push(Diagnostic::error(obj.clone(), f, format!("{why}; it is ignored")));
         }
         let ready = match status.conditions.as_deref() {
             None | Some([]) => true,
             Some(conds) => conds.iter().any(|c| c.type_ == "Ready" && c.status == "True"),
         };
-        nodes.push(NodeInfo { name, pod_cidrs, internal_ips, ready, labels: node.metadata.labels.clone().unwrap_or_default() });
+        nodes.push(NodeInfo {
+            name,
+            pod_cidrs,
+            internal_ips,
+            ready,
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+        });
     }
     (NodeTable { nodes }, crate::dedup(diags))
 }

@@ -203,8 +203,10 @@ fn conflicting_paths_oldest_ingress_wins_with_a_warning() {
     http: {paths: [{path: /x/, pathType: Prefix, backend: {service: {name: SVC, port: {number: 80}}}}]}
 ";
     let with_ts = |name: &str, ts: &str, svc: &str| {
-        ingress(name, &rule.replace("SVC", svc))
-            .replace(&format!("metadata: {{name: {name}}}"), &format!("metadata: {{name: {name}, creationTimestamp: '{ts}'}}"))
+        ingress(name, &rule.replace("SVC", svc)).replace(
+            &format!("metadata: {{name: {name}}}"),
+            &format!("metadata: {{name: {name}, creationTimestamp: '{ts}'}}"),
+        )
     };
     let yaml = format!(
         "{CLASS}{}{}{}{}{}",
@@ -429,8 +431,10 @@ spec: {controller: k8s.io/ingress-nginx}
         ingress("ours", &rule("ours.example.com")),
         ingress("theirs", &rule("theirs.example.com")).replace("ingressClassName: causeway", "ingressClassName: nginx"),
         unclassed("no-class", "none.example.com"),
-        unclassed("legacy-ours", "legacy.example.com")
-            .replace("metadata: {name: legacy-ours}", "metadata: {name: legacy-ours, annotations: {kubernetes.io/ingress.class: causeway}}"),
+        unclassed("legacy-ours", "legacy.example.com").replace(
+            "metadata: {name: legacy-ours}",
+            "metadata: {name: legacy-ours, annotations: {kubernetes.io/ingress.class: causeway}}"
+        ),
         unclassed("legacy-theirs", "legacy-theirs.example.com").replace(
             "metadata: {name: legacy-theirs}",
             "metadata: {name: legacy-theirs, annotations: {kubernetes.io/ingress.class: nginx}}"
@@ -531,7 +535,10 @@ fn tls_hosts_get_certificates_and_redirects() {
     http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
 "
         )
-        .replace("metadata: {name: no-redirect}", "metadata: {name: no-redirect, annotations: {causeway.dev/ssl-redirect: 'false'}}"),
+        .replace(
+            "metadata: {name: no-redirect}",
+            "metadata: {name: no-redirect, annotations: {causeway.dev/ssl-redirect: 'false'}}"
+        ),
     );
     check(
         &yaml,
@@ -628,10 +635,8 @@ data: {{tls.crt: bm90IGEgY2VydGlmaWNhdGU=, tls.key: {KEY}}}
         "#,
     );
     // A missing --default-tls-secret is an error and leaves the default certificate to the proxy.
-    let config = TranslateConfig {
-        default_tls_secret: Some(("default".into(), "nope".into())),
-        ..TranslateConfig::default()
-    };
+    let config =
+        TranslateConfig { default_tls_secret: Some(("default".into(), "nope".into())), ..TranslateConfig::default() };
     let table = route_table(&index(&yaml), &config);
     assert!(table.default_certificate.is_none());
     assert!(table.diagnostics.iter().any(|d| d.object == ObjectRef::new("Secret", "default", "nope")));

@@ -1,7 +1,7 @@
 //! Test helpers: YAML fixtures to an index, and compact renderings of tables for snapshot comparison.
 #![allow(dead_code)]
 
-use causeway_model::{Diagnostic, PathMatch, RouteTable, Route};
+use causeway_model::{Diagnostic, PathMatch, Route, RouteTable};
 use causeway_translate::{Index, Kind, KubeObject};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -21,17 +21,20 @@ pub fn objects(yaml: &str) -> Vec<KubeObject> {
             if kind.is_namespaced() && d.pointer("/metadata/namespace").is_none() {
                 d["metadata"]["namespace"] = Value::String("default".into());
             }
-            let obj = match kind {
+            match kind {
                 Kind::Namespace => KubeObject::from(serde_json::from_value::<Namespace>(d).expect("Namespace")),
                 Kind::Service => KubeObject::from(serde_json::from_value::<Service>(d).expect("Service")),
                 Kind::Secret => KubeObject::from(serde_json::from_value::<Secret>(d).expect("Secret")),
                 Kind::Node => KubeObject::from(serde_json::from_value::<Node>(d).expect("Node")),
                 Kind::ConfigMap => KubeObject::from(serde_json::from_value::<ConfigMap>(d).expect("ConfigMap")),
                 Kind::Ingress => KubeObject::from(serde_json::from_value::<Ingress>(d).expect("Ingress")),
-                Kind::IngressClass => KubeObject::from(serde_json::from_value::<IngressClass>(d).expect("IngressClass")),
-                Kind::EndpointSlice => KubeObject::from(serde_json::from_value::<EndpointSlice>(d).expect("EndpointSlice")),
-            };
-            obj
+                Kind::IngressClass => {
+                    KubeObject::from(serde_json::from_value::<IngressClass>(d).expect("IngressClass"))
+                }
+                Kind::EndpointSlice => {
+                    KubeObject::from(serde_json::from_value::<EndpointSlice>(d).expect("EndpointSlice"))
+                }
+            }
         })
         .collect()
 }
@@ -55,10 +58,8 @@ spec: {controller: causeway.dev/ingress-controller}
 
 /// A Service `name` with one TCP port 80 named `http` (target 8080) and a slice with ready endpoints `ips`.
 pub fn service(name: &str, ips: &[&str]) -> String {
-    let eps: String = ips
-        .iter()
-        .map(|ip| format!("  - addresses: [\"{ip}\"]\n    conditions: {{ready: true}}\n"))
-        .collect();
+    let eps: String =
+        ips.iter().map(|ip| format!("  - addresses: [\"{ip}\"]\n    conditions: {{ready: true}}\n")).collect();
     let eps = if eps.is_empty() { "  []\n".to_owned() } else { eps };
     format!(
         "---
@@ -129,11 +130,7 @@ pub fn render_routes(t: &RouteTable) -> String {
 
 /// One line per diagnostic: severity, object, field (messages are checked separately where they matter).
 pub fn render_diags(diags: &[Diagnostic]) -> String {
-    diags
-        .iter()
-        .map(|d| format!("{:?} {} {}", d.severity, d.object, d.field))
-        .collect::<Vec<_>>()
-        .join("\n")
+    diags.iter().map(|d| format!("{:?} {} {}", d.severity, d.object, d.field)).collect::<Vec<_>>().join("\n")
 }
 
 /// Compare rendered text with the expected snapshot, ignoring common indentation and surrounding blank lines.
