@@ -219,8 +219,10 @@ impl DirState {
 mod tests {
     use super::*;
 
-    const SVC_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n";
-    const SVC_B: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n";
+    const SVC_A: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n";
+    const SVC_B: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n";
 
     fn keys(events: &[SourceEvent]) -> Vec<String> {
         events
@@ -272,7 +274,15 @@ mod tests {
 
     #[test]
     fn manifest_file_names() {
-        for (name, want) in [("a.yaml", true), ("a.yml", true), ("a.json", true), (".a.yaml", false), ("a.yaml~", false), ("a.txt", false), ("a.yaml.swp", false)] {
+        for (name, want) in [
+            ("a.yaml", true),
+            ("a.yml", true),
+            ("a.json", true),
+            (".a.yaml", false),
+            ("a.yaml~", false),
+            ("a.txt", false),
+            ("a.yaml.swp", false),
+        ] {
             assert_eq!(is_manifest_file(name), want, "{name}");
         }
     }

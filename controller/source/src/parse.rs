@@ -64,13 +64,20 @@ pub fn parse_manifests(file_name: &str, bytes: &[u8]) -> (Vec<KubeObject>, Vec<D
                 Err(e) => {
                     let e = e.without_snippet();
                     let at = match e.location() {
-                        Some(loc) if loc.line() > 0 => format!("line {}", doc.first_line + loc.line() as usize - 1),
+                        Some(loc) if loc.line() > 0 => format!(
+                            "line {}, column {}",
+                            doc.first_line + usize::try_from(loc.line()).unwrap_or(1) - 1,
+                            loc.column()
+                        ),
                         _ => format!("starting at line {}", doc.first_line),
                     };
                     diags.push(Diagnostic::error(
                         file_ref(file_name),
                         format!("[{i}]"),
-                        format!("invalid YAML in document {i} ({at}): {}; the document is skipped", first_line(&e.to_string())),
+                        format!(
+                            "invalid YAML in document {i} ({at}): {}; the document is skipped",
+                            yaml_message(&e.to_string())
+                        ),
                     ));
                 }
             }
@@ -82,8 +89,14 @@ pub fn parse_manifests(file_name: &str, bytes: &[u8]) -> (Vec<KubeObject>, Vec<D
     (objects, diags)
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s).trim()
+/// The first line of a YAML error without its document-relative " at line N, column M" suffix (the caller
+/// reports the position in the file instead).
+fn yaml_message(s: &str) -> &str {
+    let first = s.lines().next().unwrap_or(s).trim();
+    match first.rfind(" at line ") {
+        Some(i) if first[i..].contains(", column ") => &first[..i],
+        _ => first,
+    }
 }
 
 /// One YAML document of a stream and the 1-based line it starts on.
@@ -166,7 +179,11 @@ fn decode(
             Some(Value::Array(items)) => items,
             Some(Value::Null) => Vec::new(),
             _ => {
-                diags.push(Diagnostic::error(file_ref(file), format!("{field}.items"), "items is not an array; the List is skipped"));
+                diags.push(Diagnostic::error(
+                    file_ref(file),
+                    format!("{field}.items"),
+                    "items is not an array; the List is skipped",
+                ));
                 return;
             }
         };
@@ -185,7 +202,8 @@ fn decode(
     };
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
     if name.is_empty() {
-        diags.push(here(format!("the {kind_name} has no metadata.name (generateName is not supported); it is skipped")));
+        diags
+            .push(here(format!("the {kind_name} has no metadata.name (generateName is not supported); it is skipped")));
         return;
     }
     defaults::prepare_value(kind, &mut value);
@@ -216,16 +234,28 @@ fn decode(
     };
     match decoded {
         Ok(obj) => objects.push(defaults::namespace(obj)),
-        Err(e) => diags.push(Diagnostic::error(
-            obj_ref,
-            "",
-            format!("{file} document {field}: {e}; the object is skipped"),
-        )),
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                obj_ref,
+                e.path,
+                format!("{} (in {file} document {field}); the object is skipped", e.message),
+            ))
+        }
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
-    serde_json::from_value(value)
+/// A decode failure: the field path (`spec.ports[0].port`, empty at the top) and what is wrong.
+struct DecodeError {
+    path: String,
+    message: String,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        DecodeError { path, message: e.into_inner().to_string() }
+    })
 }
 
 fn type_name(v: &Value) -> &'static str {

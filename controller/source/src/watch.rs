@@ -3,8 +3,8 @@
 use crate::dir::DirState;
 use crate::event::SourceEvent;
 use crate::{Error, source_name};
-use causeway_translate::Index;
 use causeway_model::Diagnostic;
+use causeway_translate::Index;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc;
