@@ -234,13 +234,11 @@ fn decode(
     };
     match decoded {
         Ok(obj) => objects.push(defaults::namespace(obj)),
-        Err(e) => {
-            diags.push(Diagnostic::error(
-                obj_ref,
-                e.path,
-                format!("{} (in {file} document {field}); the object is skipped", e.message),
-            ))
-        }
+        Err(e) => diags.push(Diagnostic::error(
+            obj_ref,
+            e.path,
+            format!("{} (in {file} document {field}); the object is skipped", e.message),
+        )),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Parsing manifests files: formats, API defaults, and one diagnostic per bad document.
 
-use causeway_model::{Severity, ServiceTable};
+use causeway_model::{ServiceTable, Severity};
 use causeway_source::parse_manifests;
 use causeway_translate::{Index, KubeObject, TranslateConfig, route_table, service_table};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -57,7 +57,8 @@ spec:
     assert_eq!(spec.external_traffic_policy.as_deref(), Some("Cluster"));
     assert_eq!(spec.allocate_load_balancer_node_ports, Some(true));
     assert_eq!(spec.ports.as_ref().expect("ports")[0].protocol.as_deref(), Some("UDP"));
-    let timeout = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+    let timeout =
+        spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
     assert_eq!(timeout, Some(10_800));
 }
 
@@ -172,7 +173,10 @@ metadata: {name: c}
     assert_eq!(keys(&objects), ["Namespace a", "Namespace c"]);
     assert_eq!(diags.len(), 1, "{diags:#?}");
     let d = &diags[0];
-    assert_eq!((d.severity, d.object.kind.as_str(), d.object.name.as_str(), d.field.as_str()), (Severity::Error, "File", "broken.yaml", "[1]"));
+    assert_eq!(
+        (d.severity, d.object.kind.as_str(), d.object.name.as_str(), d.field.as_str()),
+        (Severity::Error, "File", "broken.yaml", "[1]")
+    );
     assert!(d.message.contains("document 1"), "{}", d.message);
     // The position is the file's (line 8), not the document's.
     assert!(d.message.contains("(line 8, column 18)"), "{}", d.message);
@@ -214,8 +218,7 @@ metadata: {name: good}
 ";
     let (objects, diags) = parse_manifests("bad.yaml", text.as_bytes());
     assert_eq!(keys(&objects), ["Namespace good"]);
-    let got: Vec<String> =
-        diags.iter().map(|d| format!("{:?} {} {}", d.severity, d.object, d.field)).collect();
+    let got: Vec<String> = diags.iter().map(|d| format!("{:?} {} {}", d.severity, d.object, d.field)).collect();
     assert_eq!(
         got,
         [
