@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
@@ -223,7 +223,8 @@ impl Netlink {
     }
 
     /// Create a veth pair in one request: `host` here, up and enslaved to `master`; `peer` directly inside
-    /// the namespace `peer_ns`, down.
+    /// the namespace `peer_ns` (no move between namespaces, which costs the kernel a device
+    /// unregister/register), down. Returns the host end.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -231,7 +232,8 @@ impl Netlink {
         peer_ns: BorrowedFd<'_>,
         mtu: Option<u32>,
         master: u32,
-    ) -> Result<(), NlError> {
+    ) -> Result<Option<Link>, NlError> {
+        // The peer cannot be created up: veth refuses to open an end before both are linked (ENOTCONN).
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
         peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
@@ -248,7 +250,21 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, &format!("create veth {host}/{peer}"))
+        // NLM_F_ECHO returns the new host end with the acknowledgement, saving a GETLINK round trip.
+        let msgs = self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_ECHO | NLM_F_CREATE | NLM_F_EXCL,
+            &format!("create veth {host}/{peer}"),
+        )?;
+        let echoed = msgs.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(to_link(l)).filter(|l| l.name == host),
+            _ => None,
+        });
+        match echoed {
+            Some(l) => Ok(Some(l)),
+            // Kernels before 6.3 do not echo link creation.
+            None => self.link_by_name(host),
+        }
     }
 
     /// Bring a link up.

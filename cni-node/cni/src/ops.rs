@@ -74,7 +74,7 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     }
 
     let veth = host_veth_name(&env.container_id, &env.ifname);
-    host.create_veth(&veth, &env.ifname, ns.file().as_fd(), conf.mtu, bridge.index).map_err(|e| {
+    let echoed = host.create_veth(&veth, &env.ifname, ns.file().as_fd(), conf.mtu, bridge.index).map_err(|e| {
         let err = CniError::from(e);
         if err.msg.contains("File exists") {
             err.with_details(format!("a link named {veth} exists on the host: a DEL for this attachment is pending"))
@@ -86,9 +86,12 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         let veth = veth.clone();
         rollback.push(move || delete_host_link(&veth));
     }
-    let host_link = host
-        .link_by_name(&veth)?
-        .ok_or_else(|| CniError::new(code::INTERNAL, format!("host veth {veth} vanished after creation")))?;
+    let host_link = match echoed {
+        Some(l) => l,
+        None => host
+            .link_by_name(&veth)?
+            .ok_or_else(|| CniError::new(code::INTERNAL, format!("host veth {veth} vanished after creation")))?,
+    };
     if conf.hairpin {
         host.set_hairpin(host_link.index, true)?;
     }
@@ -99,7 +102,9 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     for ipc in &ips {
         pod.add_address(cont.index, ipc.address)?;
     }
-    pod.set_up(cont.index)?;
+    if !cont.up {
+        pod.set_up(cont.index)?;
+    }
     if let Some(lo) = pod.link_by_name("lo")? {
         if !lo.up {
             pod.set_up(lo.index)?;
