@@ -130,6 +130,8 @@ pub struct Cluster {
     pub pods: BTreeMap<String, Pod>,
     /// Leftovers of earlier runs removed at start.
     pub swept: Vec<String>,
+    /// Other processes (servers outside the cluster).
+    pub extra: Vec<Proc>,
     underlay: Netns,
     next_pod: usize,
 }
@@ -191,6 +193,7 @@ impl Cluster {
             proxy: None,
             pods: BTreeMap::new(),
             swept,
+            extra: Vec::new(),
             underlay,
             next_pod: 0,
         };
@@ -347,6 +350,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts a probe server named `label` on `addr` inside namespace `ns` (the outside client, a node).
+    pub fn serve_in(&mut self, ns: &str, label: &str, addr: SocketAddr) -> Result<()> {
+        let log = self.dir.join(format!("serve-{label}.log"));
+        let mut cmd = self.probe.cmd(ns);
+        cmd.args(["serve", "--name", label, "--tcp", &addr.to_string(), "--udp", &addr.to_string()]);
+        let mut server = Proc::spawn(format!("server {label} in {ns}"), cmd, &log)?;
+        server.wait_for_log("ready", Duration::from_secs(5))?;
+        self.extra.push(server);
+        Ok(())
+    }
+
     /// Stops pod `name`'s processes, runs CNI DEL with the ADD result, and removes its namespace.
     pub fn delete_pod(&mut self, name: &str) -> Result<Pod> {
         let mut pod = self.pods.remove(name).ok_or_else(|| Error::check(format!("no pod {name}")))?;
@@ -477,6 +491,9 @@ impl Drop for Cluster {
             for proc in &mut p.procs {
                 proc.kill();
             }
+        }
+        for p in &mut self.extra {
+            p.kill();
         }
         self.pods.clear();
         let _ = std::fs::remove_dir_all(&self.dir);

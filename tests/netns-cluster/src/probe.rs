@@ -93,7 +93,7 @@ impl Probe {
 
     /// A request loop from `ns` to `to` for `duration`, one new connection every `interval`; started in the
     /// background, read with [`LoopRecord::parse`] after the process exits.
-    pub fn spawn_loop(&self, ns: &str, to: SocketAddr, duration: Duration, interval: Duration, log: &Path) -> Result<sys::Proc> {
+    pub fn spawn_loop(&self, ns: &str, to: SocketAddr, host: Option<&str>, duration: Duration, interval: Duration, log: &Path) -> Result<sys::Proc> {
         let mut cmd = self.cmd(ns);
         cmd.arg("loop")
             .arg(to.to_string())
@@ -103,14 +103,22 @@ impl Probe {
             .arg(interval.as_millis().to_string())
             .arg("--timeout-ms")
             .arg("1000");
+        if let Some(h) = host {
+            cmd.arg("--host").arg(h);
+        }
         sys::Proc::spawn(format!("request loop {ns} -> {to}"), cmd, log)
     }
+}
+
+/// Now, in ms since the Unix epoch (the loop's clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// One request of a loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoopRecord {
-    /// Milliseconds since the loop started.
+    /// When the request started, in ms since the Unix epoch (compare with [`now_ms`]).
     pub at_ms: u64,
     /// The reply, or the error.
     pub outcome: std::result::Result<Reply, String>,

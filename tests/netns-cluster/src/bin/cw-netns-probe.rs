@@ -230,7 +230,8 @@ fn udp_cmd(args: &[String]) -> Result<(), String> {
 }
 
 /// Requests on fresh connections (so every one gets a fresh load-balancing decision) for a while; one line per
-/// request: `<ms since start> OK <body>` or `<ms since start> ERR <reason>`.
+/// request: `<start, ms since the Unix epoch> OK <body>` or `<start> ERR <reason>`. Wall-clock times let the
+/// harness compare them with the moment it changed something.
 fn loop_cmd(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(args)?;
     let to = flags.target()?;
@@ -247,9 +248,10 @@ fn loop_cmd(args: &[String]) -> Result<(), String> {
         if at >= duration {
             break;
         }
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let line = match http_get(to, host, path, timeout) {
-            Ok(body) => format!("{} OK {}", at.as_millis(), body.trim_end()),
-            Err(e) => format!("{} ERR {}", at.as_millis(), e.replace('\n', " ")),
+            Ok(body) => format!("{wall} OK {}", body.trim_end()),
+            Err(e) => format!("{wall} ERR {}", e.replace('\n', " ")),
         };
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
