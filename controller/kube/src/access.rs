@@ -6,8 +6,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::error::{Access, Error, Result};
 
@@ -45,7 +45,10 @@ pub async fn check_access(client: &Client, needed: &[Access]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Forbidden { user: whoami(client).await, missing })
+    Err(Error::Forbidden {
+        user: whoami(client).await,
+        missing,
+    })
 }
 
 /// The user name the API server authenticated us as, for the error message.

@@ -79,7 +79,10 @@ impl Error {
     }
 
     pub(crate) fn api(action: impl Into<String>, source: kube::Error) -> Self {
-        Error::Api { action: action.into(), source }
+        Error::Api {
+            action: action.into(),
+            source,
+        }
     }
 }
 

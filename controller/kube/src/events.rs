@@ -9,9 +9,9 @@ use causeway_translate::{Diagnostic, Kind, Severity};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::Client;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -23,7 +23,12 @@ const NOTE_MAX: usize = 1024;
 
 /// The permission the Event writer needs.
 pub fn required_access() -> Vec<Access> {
-    vec![Access { verb: "create", group: "events.k8s.io", resource: "events", namespace: None }]
+    vec![Access {
+        verb: "create",
+        group: "events.k8s.io",
+        resource: "events",
+        namespace: None,
+    }]
 }
 
 /// Publishes the diagnostics of `diagnostics` as Events while `is_leader` is true; returns when either
@@ -37,7 +42,13 @@ pub async fn run_event_writer(
     mut diagnostics: watch::Receiver<Arc<Vec<Diagnostic>>>,
     metrics: KubeMetrics,
 ) {
-    let recorder = Recorder::new(client.clone(), Reporter { controller, instance: Some(instance) });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller,
+            instance: Some(instance),
+        },
+    );
     let mut published: HashSet<Diagnostic> = HashSet::new();
     loop {
         if *is_leader.borrow() {
@@ -55,7 +66,10 @@ pub async fn run_event_writer(
                     continue;
                 };
                 let result = recorder.publish(&to_event(&diagnostic), &reference).await;
-                metrics.events.with_label_values(&[result_label(&result)]).inc();
+                metrics
+                    .events
+                    .with_label_values(&[result_label(&result)])
+                    .inc();
                 match result {
                     Ok(()) => {
                         published.insert(diagnostic);
@@ -116,14 +130,30 @@ async fn object_reference(client: &Client, diagnostic: &Diagnostic) -> Option<Ob
     let name = object.name.as_str();
     let c = client.clone();
     let meta = match kind {
-        Kind::Ingress => Api::<Ingress>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
-        Kind::Service => Api::<Service>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
-        Kind::Secret => Api::<Secret>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
-        Kind::EndpointSlice => {
-            Api::<EndpointSlice>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata))
-        }
-        Kind::IngressClass => Api::<IngressClass>::all(c).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
-        Kind::Node => Api::<Node>::all(c).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        Kind::Ingress => Api::<Ingress>::namespaced(c, ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
+        Kind::Service => Api::<Service>::namespaced(c, ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
+        Kind::Secret => Api::<Secret>::namespaced(c, ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
+        Kind::EndpointSlice => Api::<EndpointSlice>::namespaced(c, ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
+        Kind::IngressClass => Api::<IngressClass>::all(c)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
+        Kind::Node => Api::<Node>::all(c)
+            .get_metadata_opt(name)
+            .await
+            .map(|m| m.map(|m| m.metadata)),
         Kind::Namespace | Kind::ConfigMap => return None,
     };
     let meta = match meta {
@@ -161,16 +191,26 @@ mod tests {
         assert_eq!(e.reason, "InvalidObject");
         assert_eq!(
             e.note.as_deref(),
-            Some("spec.rules[0].http.paths[0].backend.service.name: Service default/missing does not exist.")
+            Some(
+                "spec.rules[0].http.paths[0].backend.service.name: Service default/missing does not exist."
+            )
         );
-        let w = Diagnostic::warning(ObjectRef::new("Ingress", "default", "web"), "", "Route conflict.");
+        let w = Diagnostic::warning(
+            ObjectRef::new("Ingress", "default", "web"),
+            "",
+            "Route conflict.",
+        );
         assert_eq!(to_event(&w).reason, "Warning");
         assert_eq!(to_event(&w).note.as_deref(), Some("Route conflict."));
     }
 
     #[test]
     fn long_notes_are_cut_on_a_character_boundary() {
-        let d = Diagnostic::error(ObjectRef::new("Ingress", "default", "web"), "f", "é".repeat(2000));
+        let d = Diagnostic::error(
+            ObjectRef::new("Ingress", "default", "web"),
+            "f",
+            "é".repeat(2000),
+        );
         let note = to_event(&d).note.unwrap_or_default();
         assert!(note.len() <= NOTE_MAX);
         assert!(note.starts_with("f: é"));

@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 use crate::access::check_access;
 use crate::error::{Error, Result};
 use crate::metrics::KubeMetrics;
-use crate::watch::{Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access};
+use crate::watch::{
+    Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access,
+};
 
 // TEMPORARY until causeway-source publishes its SourceEvent; replaced by `causeway_source::SourceEvent`.
 #[derive(Debug)]
@@ -35,7 +37,11 @@ fn to_source(change: Change) -> SourceEvent {
 /// (after an API outage or an expired watch) sends only what changed meanwhile. Watch errors are retried with
 /// kube-rs's default backoff and counted in `causeway_kube_watch_errors_total` and
 /// `causeway_kube_watch_restarts_total`.
-pub async fn watch_cluster(client: Client, tx: mpsc::Sender<SourceEvent>, metrics: KubeMetrics) -> Result<()> {
+pub async fn watch_cluster(
+    client: Client,
+    tx: mpsc::Sender<SourceEvent>,
+    metrics: KubeMetrics,
+) -> Result<()> {
     check_access(&client, &required_access()).await?;
     let mut stream = merged_watchers(&client);
     let mut tracker = Tracker::new(&WATCHED_KINDS);
@@ -58,7 +64,9 @@ pub async fn watch_cluster(client: Client, tx: mpsc::Sender<SourceEvent>, metric
             report_restart(kind, &metrics);
         }
         for change in changes {
-            tx.send(to_source(change)).await.map_err(|_| Error::ReceiverGone)?;
+            tx.send(to_source(change))
+                .await
+                .map_err(|_| Error::ReceiverGone)?;
         }
     }
     // The watchers retry for ever; a merged stream that ends means every watcher ended, which kube-rs never does.

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_translate::{Kind, ObjectKey};
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -51,8 +51,13 @@ impl Publish {
     /// Parses a `--publish-service` value, `namespace/name`.
     pub fn service(value: &str) -> Result<Self> {
         match value.split_once('/') {
-            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Publish::Service { namespace: namespace.to_owned(), name: name.to_owned() })
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Publish::Service {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
             }
             _ => Err(Error::InvalidPublishService(value.to_owned())),
         }
@@ -61,13 +66,33 @@ impl Publish {
     /// The permissions the status writer needs with this setting.
     pub fn required_access(&self) -> Vec<Access> {
         let mut needed = vec![
-            Access { verb: "list", group: "networking.k8s.io", resource: "ingresses", namespace: None },
-            Access { verb: "watch", group: "networking.k8s.io", resource: "ingresses", namespace: None },
-            Access { verb: "patch", group: "networking.k8s.io", resource: "ingresses/status", namespace: None },
+            Access {
+                verb: "list",
+                group: "networking.k8s.io",
+                resource: "ingresses",
+                namespace: None,
+            },
+            Access {
+                verb: "watch",
+                group: "networking.k8s.io",
+                resource: "ingresses",
+                namespace: None,
+            },
+            Access {
+                verb: "patch",
+                group: "networking.k8s.io",
+                resource: "ingresses/status",
+                namespace: None,
+            },
         ];
         if let Publish::Service { namespace, .. } = self {
             for verb in ["list", "watch"] {
-                needed.push(Access { verb, group: "", resource: "services", namespace: Some(namespace.clone()) });
+                needed.push(Access {
+                    verb,
+                    group: "",
+                    resource: "services",
+                    namespace: Some(namespace.clone()),
+                });
             }
         }
         needed
@@ -104,7 +129,11 @@ impl Address {
 /// external name of an `ExternalName` Service).
 pub fn service_addresses(svc: &Service) -> Vec<Address> {
     let mut out = BTreeSet::new();
-    let lb = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let lb = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
     for entry in lb.into_iter().flatten() {
         if let Some(ip) = entry.ip.as_deref().filter(|s| !s.is_empty()) {
             out.insert(Address::Ip(ip.to_owned()));
@@ -114,19 +143,34 @@ pub fn service_addresses(svc: &Service) -> Vec<Address> {
     }
     let spec = svc.spec.as_ref();
     if out.is_empty() {
-        for ip in spec.and_then(|s| s.external_ips.as_ref()).into_iter().flatten() {
+        for ip in spec
+            .and_then(|s| s.external_ips.as_ref())
+            .into_iter()
+            .flatten()
+        {
             out.insert(Address::parse(ip));
         }
     }
-    if out.is_empty() {
-        if let Some(name) = spec.and_then(|s| s.external_name.as_deref()).filter(|s| !s.is_empty()) {
-            out.insert(Address::Hostname(name.to_owned()));
-        }
+    if out.is_empty()
+        && let Some(name) = spec
+            .and_then(|s| s.external_name.as_deref())
+            .filter(|s| !s.is_empty())
+    {
+        out.insert(Address::Hostname(name.to_owned()));
     }
     if out.is_empty() {
         let ips = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
-        let ips = if ips.is_empty() { spec.and_then(|s| s.cluster_ip.clone()).into_iter().collect() } else { ips };
-        for ip in ips.iter().filter(|ip| !ip.is_empty() && ip.as_str() != "None") {
+        let ips = if ips.is_empty() {
+            spec.and_then(|s| s.cluster_ip.clone())
+                .into_iter()
+                .collect()
+        } else {
+            ips
+        };
+        for ip in ips
+            .iter()
+            .filter(|ip| !ip.is_empty() && ip.as_str() != "None")
+        {
             out.insert(Address::parse(ip));
         }
     }
@@ -135,7 +179,11 @@ pub fn service_addresses(svc: &Service) -> Vec<Address> {
 
 /// The addresses currently in an Ingress's status, sorted.
 pub fn ingress_addresses(ing: &Ingress) -> Vec<Address> {
-    let entries = ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let entries = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
     let mut out: Vec<Address> = entries
         .into_iter()
         .flatten()
@@ -170,7 +218,8 @@ pub(crate) fn plan(
             if now.as_slice() != desired {
                 writes.push((key.clone(), desired.to_vec()));
             }
-        } else if !now.is_empty() && ((!desired.is_empty() && now.as_slice() == desired) || written_by_us.contains(key))
+        } else if !now.is_empty()
+            && ((!desired.is_empty() && now.as_slice() == desired) || written_by_us.contains(key))
         {
             writes.push((key.clone(), Vec::new()));
         }
@@ -186,9 +235,12 @@ pub async fn run_status_writer(
     mut ours: watch::Receiver<OwnedIngresses>,
     metrics: KubeMetrics,
 ) -> Result<()> {
-    let mut ingresses = watcher::watcher(Api::<Ingress>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut ingresses = watcher::watcher(
+        Api::<Ingress>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
     let mut services: BoxStream<'static, Result<Event<Service>, watcher::Error>> = match &publish {
         Publish::Service { namespace, name } => watcher::watcher(
             Api::<Service>::namespaced(client.clone(), namespace),
@@ -265,11 +317,16 @@ pub async fn run_status_writer(
         if !dirty || !*is_leader.borrow() || !ingresses_known || !desired_known {
             continue;
         }
-        let Some(owned) = ours.borrow().clone() else { continue };
+        let Some(owned) = ours.borrow().clone() else {
+            continue;
+        };
         let writes = plan(&current, &owned, &desired, &written_by_us);
         for (key, addresses) in writes {
             let result = write_status(&client, &key, &addresses).await;
-            metrics.status_updates.with_label_values(&[result_label(&result)]).inc();
+            metrics
+                .status_updates
+                .with_label_values(&[result_label(&result)])
+                .inc();
             match result {
                 Ok(()) => {
                     info!(message = "Wrote Ingress status.", ingress = %key, addresses = ?addresses);
@@ -366,7 +423,9 @@ async fn write_status(client: &Client, key: &ObjectKey, addresses: &[Address]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus};
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
+    };
 
     fn k(name: &str) -> ObjectKey {
         ObjectKey::new(Kind::Ingress, "default", name)
@@ -380,7 +439,10 @@ mod tests {
     fn publish_service_must_be_namespace_slash_name() {
         assert_eq!(
             Publish::service("ingress/causeway").ok(),
-            Some(Publish::Service { namespace: "ingress".into(), name: "causeway".into() })
+            Some(Publish::Service {
+                namespace: "ingress".into(),
+                name: "causeway".into()
+            })
         );
         for bad in ["causeway", "/x", "x/", "a/b/c", ""] {
             assert!(Publish::service(bad).is_err(), "{bad}");
@@ -391,7 +453,10 @@ mod tests {
     fn addresses_parse_ips_and_hostnames() {
         assert_eq!(Address::parse("10.0.0.1"), ip("10.0.0.1"));
         assert_eq!(Address::parse("::1"), ip("::1"));
-        assert_eq!(Address::parse("lb.example.com"), Address::Hostname("lb.example.com".into()));
+        assert_eq!(
+            Address::parse("lb.example.com"),
+            Address::Hostname("lb.example.com".into())
+        );
     }
 
     #[test]
@@ -412,15 +477,27 @@ mod tests {
         svc.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
                 ingress: Some(vec![
-                    LoadBalancerIngress { ip: Some("172.18.255.200".into()), ..Default::default() },
-                    LoadBalancerIngress { hostname: Some("lb.example".into()), ..Default::default() },
+                    LoadBalancerIngress {
+                        ip: Some("172.18.255.200".into()),
+                        ..Default::default()
+                    },
+                    LoadBalancerIngress {
+                        hostname: Some("lb.example".into()),
+                        ..Default::default()
+                    },
                 ]),
             }),
             ..ServiceStatus::default()
         });
-        assert_eq!(service_addresses(&svc), vec![ip("172.18.255.200"), Address::Hostname("lb.example".into())]);
+        assert_eq!(
+            service_addresses(&svc),
+            vec![ip("172.18.255.200"), Address::Hostname("lb.example".into())]
+        );
         let headless = Service {
-            spec: Some(ServiceSpec { cluster_ip: Some("None".into()), ..ServiceSpec::default() }),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                ..ServiceSpec::default()
+            }),
             ..Service::default()
         };
         assert_eq!(service_addresses(&headless), vec![]);
@@ -438,7 +515,12 @@ mod tests {
             (k("foreign-empty"), vec![]),
             (k("we-wrote-old"), vec![ip("192.0.2.7")]),
         ]);
-        let ours = BTreeSet::from([k("ours-empty"), k("ours-done"), k("ours-stale"), k("not-listed-yet")]);
+        let ours = BTreeSet::from([
+            k("ours-empty"),
+            k("ours-done"),
+            k("ours-stale"),
+            k("not-listed-yet"),
+        ]);
         let written = HashSet::from([k("we-wrote-old")]);
         let writes = plan(&current, &ours, &desired, &written);
         assert_eq!(
@@ -455,6 +537,9 @@ mod tests {
     #[test]
     fn plan_with_nothing_to_publish_does_not_clear_foreign_empty_matches() {
         let current = HashMap::from([(k("foreign"), vec![])]);
-        assert_eq!(plan(&current, &BTreeSet::new(), &[], &HashSet::new()), vec![]);
+        assert_eq!(
+            plan(&current, &BTreeSet::new(), &[], &HashSet::new()),
+            vec![]
+        );
     }
 }

@@ -18,15 +18,15 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use causeway_translate::{Kind, KubeObject, ObjectKey};
-use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::Metadata;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
@@ -35,8 +35,14 @@ use crate::error::{Access, is_status};
 use crate::metrics::KubeMetrics;
 
 /// The kinds the cluster source watches, in the order they are set up.
-pub const WATCHED_KINDS: [Kind; 6] =
-    [Kind::IngressClass, Kind::Ingress, Kind::Service, Kind::EndpointSlice, Kind::Secret, Kind::Node];
+pub const WATCHED_KINDS: [Kind; 6] = [
+    Kind::IngressClass,
+    Kind::Ingress,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Secret,
+    Kind::Node,
+];
 
 /// The field selector for Secrets: only TLS Secrets are read (the others may hold anything and we never need them).
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
@@ -59,7 +65,12 @@ pub fn required_access() -> Vec<Access> {
     for kind in WATCHED_KINDS {
         let (group, resource) = group_resource(kind);
         for verb in ["list", "watch"] {
-            needed.push(Access { verb, group, resource, namespace: None });
+            needed.push(Access {
+                verb,
+                group,
+                resource,
+                namespace: None,
+            });
         }
     }
     needed
@@ -89,7 +100,11 @@ pub(crate) fn merged_watchers(client: &Client) -> SelectAll<BoxStream<'static, K
         kind_stream::<Ingress>(Api::all(client.clone()), all.clone(), Kind::Ingress),
         kind_stream::<Service>(Api::all(client.clone()), all.clone(), Kind::Service),
         kind_stream::<EndpointSlice>(Api::all(client.clone()), all.clone(), Kind::EndpointSlice),
-        kind_stream::<Secret>(Api::all(client.clone()), all.clone().fields(TLS_SECRET_SELECTOR), Kind::Secret),
+        kind_stream::<Secret>(
+            Api::all(client.clone()),
+            all.clone().fields(TLS_SECRET_SELECTOR),
+            Kind::Secret,
+        ),
         kind_stream::<Node>(Api::all(client.clone()), all, Kind::Node),
     ])
 }
@@ -184,7 +199,10 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(kinds: &[Kind]) -> Self {
-        Self { kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(), held: Some(Vec::new()) }
+        Self {
+            kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
+            held: Some(Vec::new()),
+        }
     }
 
     /// Whether every kind has finished its first list (and `InitDone` has been emitted).
@@ -196,7 +214,9 @@ impl Tracker {
     /// Folds one watcher event in. Returns the changes to send now, and whether this event started a relist of
     /// a kind that had already synced (a watch restart).
     pub(crate) fn on_event(&mut self, kind: Kind, event: Event<KubeObject>) -> (Vec<Change>, bool) {
-        let Some(state) = self.kinds.get_mut(&kind) else { return (Vec::new(), false) };
+        let Some(state) = self.kinds.get_mut(&kind) else {
+            return (Vec::new(), false);
+        };
         let mut out = Vec::new();
         let mut restarted = false;
         match event {
@@ -219,8 +239,12 @@ impl Tracker {
                     }
                     seen.insert(key, version);
                 }
-                let mut gone: Vec<ObjectKey> =
-                    state.known.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
+                let mut gone: Vec<ObjectKey> = state
+                    .known
+                    .keys()
+                    .filter(|k| !seen.contains_key(*k))
+                    .cloned()
+                    .collect();
                 gone.sort();
                 out.extend(gone.into_iter().map(Change::Delete));
                 state.known = seen;
@@ -263,7 +287,10 @@ fn resource_version(obj: &KubeObject) -> String {
 
 /// Logs a watcher error; a 403 names the verb and resource so the missing RBAC rule is obvious.
 pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMetrics) {
-    metrics.watch_errors.with_label_values(&[kind.as_str()]).inc();
+    metrics
+        .watch_errors
+        .with_label_values(&[kind.as_str()])
+        .inc();
     let (verb, source) = match error {
         watcher::Error::InitialListFailed(e) => ("list", Some(e)),
         watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", Some(e)),
@@ -273,7 +300,12 @@ pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMet
         || matches!(error, watcher::Error::WatchError(status) if status.code == 403);
     if forbidden {
         let (group, resource) = group_resource(kind);
-        let access = Access { verb, group, resource, namespace: None };
+        let access = Access {
+            verb,
+            group,
+            resource,
+            namespace: None,
+        };
         error!(message = "Permission denied; grant it in the controller's ClusterRole.", missing = %access, %error);
     } else {
         warn!(message = "Watch failed; retrying with backoff.", kind = kind.as_str(), %error);
@@ -281,8 +313,14 @@ pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMet
 }
 
 pub(crate) fn report_restart(kind: Kind, metrics: &KubeMetrics) {
-    metrics.watch_restarts.with_label_values(&[kind.as_str()]).inc();
-    info!(message = "Re-listing after a watch restart.", kind = kind.as_str());
+    metrics
+        .watch_restarts
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    info!(
+        message = "Re-listing after a watch restart.",
+        kind = kind.as_str()
+    );
 }
 
 #[cfg(test)]

@@ -38,8 +38,15 @@ impl TestCluster {
     /// Starts etcd and kube-apiserver. Fails the test, naming `tests/cluster/build.sh`, when the binaries are
     /// missing.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
-        let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
+        let dir = tempfile::Builder::new()
+            .prefix("causeway-cluster-")
+            .tempdir()
+            .expect("temporary directory");
+        let path = dir
+            .path()
+            .to_str()
+            .expect("UTF-8 temporary path")
+            .to_owned();
         let out = run_script(&["start.sh", &path]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() == Some(3) {
@@ -47,7 +54,11 @@ impl TestCluster {
                 "kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}"
             );
         }
-        assert!(out.status.success(), "tests/cluster/start.sh failed ({}):\n{stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "tests/cluster/start.sh failed ({}):\n{stderr}",
+            out.status
+        );
         let env = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -77,13 +88,21 @@ impl TestCluster {
     /// Stops only the API server (etcd keeps the data), as an outage would.
     pub fn stop_apiserver(&self) {
         let out = run_script(&["stop.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(out.status.success(), "stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stop.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts the API server again on the same port, and waits until it is ready.
     pub fn start_apiserver(&self) {
         let out = run_script(&["start.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(out.status.success(), "start.sh --only apiserver failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "start.sh --only apiserver failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -94,7 +113,10 @@ impl Drop for TestCluster {
             eprintln!("stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if std::env::var_os("CAUSEWAY_KEEP_CLUSTER_DIR").is_some() {
-            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().expect("temporary directory"),
+            );
             eprintln!("cluster directory kept: {}", kept.keep().display());
         }
     }
@@ -119,14 +141,19 @@ where
         if let Some(v) = check().await {
             return (v, start.elapsed());
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 // === The cluster source feeding an index, as the controller binary wires it ===
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use causeway_kube::{KubeMetrics, watch_cluster};
 use causeway_translate::{Index, KubeObject, ObjectKey};
@@ -160,7 +187,7 @@ impl Feed {
         let ended = state.clone();
         let watch = tokio::spawn(async move {
             let result = watch_cluster(client, tx, watch_metrics).await;
-            ended.lock().expect("feed state").ended = Some(match result {
+            ended.lock().ended = Some(match result {
                 Ok(()) => "ended".to_owned(),
                 Err(e) => e.to_string(),
             });
@@ -168,17 +195,21 @@ impl Feed {
         let fed = state.clone();
         let task = tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                let mut s = fed.lock().expect("feed state");
+                let mut s = fed.lock();
                 apply_event(&mut s, event);
             }
             let _ = watch.await;
         });
-        Self { state, metrics, task }
+        Self {
+            state,
+            metrics,
+            task,
+        }
     }
 
     /// Runs `f` on the current state.
     pub fn with<T>(&self, f: impl FnOnce(&FeedState) -> T) -> T {
-        f(&self.state.lock().expect("feed state"))
+        f(&self.state.lock())
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<KubeObject> {
