@@ -12,37 +12,45 @@ use std::sync::Arc;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 type Map<T> = BTreeMap<(String, String), Arc<T>>;
+/// A map shared between snapshots: cloning the index bumps one reference count per kind, and the first change to a
+/// kind after a snapshot copies that kind's map (copy-on-write), never the objects.
+type Shared<T> = Arc<Map<T>>;
 
 /// Every object the sources delivered, keyed by `(namespace, name)` per kind (namespace empty for cluster-scoped
 /// kinds), plus the diagnostics the sources reported.
 ///
 /// Mutation is synchronous ([`Index::apply`], [`Index::delete`]); nothing here awaits or talks to a cluster.
-/// Objects are stored as `Arc`s in ordered maps, so a clone (one snapshot per batch of changes) copies map nodes
-/// and bumps reference counts, never the objects themselves, and iteration order is deterministic.
+/// Objects are stored as `Arc`s in ordered maps, themselves shared copy-on-write, so a clone (one snapshot per
+/// batch of changes) costs a few reference counts; the first change to a kind after a snapshot copies that kind's
+/// map, never the objects. Iteration order is deterministic.
 #[derive(Clone, Debug, Default)]
 pub struct Index {
-    namespaces: Map<Namespace>,
-    services: Map<Service>,
-    secrets: Map<Secret>,
-    nodes: Map<Node>,
-    config_maps: Map<ConfigMap>,
-    ingresses: Map<Ingress>,
-    ingress_classes: Map<IngressClass>,
-    endpoint_slices: Map<EndpointSlice>,
+    namespaces: Shared<Namespace>,
+    services: Shared<Service>,
+    secrets: Shared<Secret>,
+    nodes: Shared<Node>,
+    config_maps: Shared<ConfigMap>,
+    ingresses: Shared<Ingress>,
+    ingress_classes: Shared<IngressClass>,
+    endpoint_slices: Shared<EndpointSlice>,
     /// `(namespace, service name)` → names of the slices labelled with it.
-    slices_by_service: BTreeMap<(String, String), BTreeSet<String>>,
+    slices_by_service: Arc<BTreeMap<(String, String), BTreeSet<String>>>,
     /// Source origin (for example `manifests:/etc/causeway`) → its current diagnostics.
     source_diagnostics: BTreeMap<String, Vec<Diagnostic>>,
 }
 
-fn upsert<T: PartialEq>(map: &mut Map<T>, key: (String, String), obj: Arc<T>) -> bool {
+fn upsert<T: PartialEq>(map: &mut Shared<T>, key: (String, String), obj: Arc<T>) -> bool {
     match map.get(&key) {
         Some(old) if Arc::ptr_eq(old, &obj) || **old == *obj => false,
         _ => {
-            map.insert(key, obj);
+            Arc::make_mut(map).insert(key, obj);
             true
         }
     }
+}
+
+fn remove<T>(map: &mut Shared<T>, key: &(String, String)) -> Option<Arc<T>> {
+    if map.contains_key(key) { Arc::make_mut(map).remove(key) } else { None }
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<&String> {
@@ -83,7 +91,7 @@ impl Index {
                     self.unlink_slice(&k.0, &svc, &k.1);
                 }
                 if let Some(svc) = new_service {
-                    self.slices_by_service.entry((k.0.clone(), svc)).or_default().insert(k.1);
+                    Arc::make_mut(&mut self.slices_by_service).entry((k.0.clone(), svc)).or_default().insert(k.1);
                 }
                 true
             }
@@ -94,14 +102,14 @@ impl Index {
     pub fn delete(&mut self, key: &ObjectKey) -> bool {
         let k = (key.namespace.clone(), key.name.clone());
         match key.kind {
-            Kind::Namespace => self.namespaces.remove(&k).is_some(),
-            Kind::Service => self.services.remove(&k).is_some(),
-            Kind::Secret => self.secrets.remove(&k).is_some(),
-            Kind::Node => self.nodes.remove(&k).is_some(),
-            Kind::ConfigMap => self.config_maps.remove(&k).is_some(),
-            Kind::Ingress => self.ingresses.remove(&k).is_some(),
-            Kind::IngressClass => self.ingress_classes.remove(&k).is_some(),
-            Kind::EndpointSlice => match self.endpoint_slices.remove(&k) {
+            Kind::Namespace => remove(&mut self.namespaces, &k).is_some(),
+            Kind::Service => remove(&mut self.services, &k).is_some(),
+            Kind::Secret => remove(&mut self.secrets, &k).is_some(),
+            Kind::Node => remove(&mut self.nodes, &k).is_some(),
+            Kind::ConfigMap => remove(&mut self.config_maps, &k).is_some(),
+            Kind::Ingress => remove(&mut self.ingresses, &k).is_some(),
+            Kind::IngressClass => remove(&mut self.ingress_classes, &k).is_some(),
+            Kind::EndpointSlice => match remove(&mut self.endpoint_slices, &k) {
                 Some(old) => {
                     if let Some(svc) = slice_service(&old).cloned() {
                         self.unlink_slice(&k.0, &svc, &k.1);
@@ -115,10 +123,14 @@ impl Index {
 
     fn unlink_slice(&mut self, namespace: &str, service: &str, slice: &str) {
         let sk = (namespace.to_owned(), service.to_owned());
-        if let Some(set) = self.slices_by_service.get_mut(&sk) {
+        if !self.slices_by_service.contains_key(&sk) {
+            return;
+        }
+        let by_service = Arc::make_mut(&mut self.slices_by_service);
+        if let Some(set) = by_service.get_mut(&sk) {
             set.remove(slice);
             if set.is_empty() {
-                self.slices_by_service.remove(&sk);
+                by_service.remove(&sk);
             }
         }
     }
@@ -176,7 +188,7 @@ impl Index {
 
     /// The keys of every object, ordered by kind then namespace/name.
     pub fn keys(&self) -> Vec<ObjectKey> {
-        fn push<T>(out: &mut Vec<ObjectKey>, kind: Kind, map: &Map<T>) {
+        fn push<T>(out: &mut Vec<ObjectKey>, kind: Kind, map: &Shared<T>) {
             out.extend(map.keys().map(|(ns, n)| ObjectKey::new(kind, ns.clone(), n.clone())));
         }
         let mut out = Vec::with_capacity(self.len());

@@ -30,7 +30,7 @@ mod tls;
 pub use causeway_model::{Diagnostic, NodeTable, ObjectRef, RouteTable, ServiceTable, Severity};
 pub use index::{Index, SERVICE_NAME_LABEL};
 pub use object::{Kind, KubeObject, ObjectKey};
-pub use service::{node_table, service_table};
+pub use service::{node_table, service_ports_of, service_table};
 
 /// The `loadBalancerClass` of Services whose ports the proxy itself serves (L4 listeners); the node agent leaves
 /// them alone.

@@ -37,6 +37,22 @@ pub fn service_table(index: &Index) -> (ServiceTable, Vec<Diagnostic>) {
     (ServiceTable { ports }, crate::dedup(diags))
 }
 
+/// The [`ServicePort`]s of one Service (what [`service_table`] holds for it), for consumers that recompute only
+/// the Services whose objects changed. Empty when the Service does not exist or is skipped.
+pub fn service_ports_of(index: &Index, namespace: &str, name: &str) -> (Vec<ServicePort>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let ports = match index.service(namespace, name) {
+        Some(svc) => {
+            let mut ports = service_ports(index, svc, &mut diags);
+            ports.sort_by(|a, b| a.name.cmp(&b.name));
+            ports.dedup_by(|a, b| a.name == b.name);
+            ports
+        }
+        None => Vec::new(),
+    };
+    (ports, crate::dedup(diags))
+}
+
 fn parse_ips(values: &[String], obj: &ObjectRef, field: &str, what: &str, diags: &mut Vec<Diagnostic>) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for (i, v) in values.iter().enumerate() {
@@ -56,8 +72,9 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
     let obj = ObjectRef::new("Service", ns.clone(), name.clone());
-    let labels = svc.metadata.labels.clone().unwrap_or_default();
-    if labels.contains_key(SERVICE_PROXY_NAME_LABEL) || labels.contains_key(HEADLESS_LABEL) {
+    if let Some(labels) = &svc.metadata.labels
+        && (labels.contains_key(SERVICE_PROXY_NAME_LABEL) || labels.contains_key(HEADLESS_LABEL))
+    {
         return Vec::new();
     }
     let Some(spec) = svc.spec.as_ref() else { return Vec::new() };

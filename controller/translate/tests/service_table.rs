@@ -3,7 +3,7 @@
 mod common;
 
 use causeway_model::{EndpointInfo, NodeTable, ServicePort, ServiceTable, TrafficPolicy};
-use causeway_translate::{node_table, service_table};
+use causeway_translate::{node_table, service_ports_of, service_table};
 use common::{assert_text, index, render_diags};
 
 fn endpoint(e: &EndpointInfo) -> String {
@@ -65,9 +65,19 @@ fn render(t: &ServiceTable) -> String {
 
 #[track_caller]
 fn check(yaml: &str, table: &str, diags: &str) {
-    let (t, d) = service_table(&index(yaml));
+    let idx = index(yaml);
+    let (t, d) = service_table(&idx);
     assert_text(&render(&t), table);
     assert_text(&render_diags(&d), diags);
+    // Per-Service recomputation gives the same ports.
+    for svc in idx.services() {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+        let name = svc.metadata.name.as_deref().unwrap_or_default();
+        let (ports, _) = service_ports_of(&idx, ns, name);
+        let whole: Vec<&ServicePort> =
+            t.ports.iter().filter(|p| p.name.namespace == ns && p.name.name == name).collect();
+        assert_eq!(ports.iter().collect::<Vec<_>>(), whole, "{ns}/{name}");
+    }
 }
 
 #[test]
