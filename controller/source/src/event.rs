@@ -13,8 +13,16 @@ pub enum SourceEvent {
     Apply(KubeObject),
     /// An object was removed.
     Delete(ObjectKey),
-    /// The complete current set of diagnostics of `origin` (replaces the previous set; empty clears it).
-    Diagnostics { origin: String, diagnostics: Vec<Diagnostic> },
-    /// `source` has sent its whole initial state.
-    InitDone { source: String },
+    /// The complete current set of diagnostics of a source (replaces the previous set; empty clears it).
+    Diagnostics {
+        /// Which source (and part of it) reports them, for example `manifests:/etc/causeway`.
+        origin: String,
+        /// Every current diagnostic of that origin.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A source has sent its whole initial state.
+    InitDone {
+        /// The source's name, as registered with [`crate::IndexFeed::new`].
+        source: String,
+    },
 }

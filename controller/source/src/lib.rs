@@ -23,6 +23,7 @@
 //! events), no recursion into subdirectories, no allocation of cluster-assigned fields (ClusterIPs, NodePorts),
 //! no translation (that is `causeway-translate`).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod defaults;
 mod dir;
@@ -45,7 +46,9 @@ pub enum Error {
     /// The manifests directory cannot be listed.
     #[error("cannot read manifests directory {}: {source}", dir.display())]
     ReadDir {
+        /// The directory.
         dir: PathBuf,
+        /// Why it cannot be read.
         #[source]
         source: std::io::Error,
     },

@@ -17,7 +17,8 @@ fn check_golden(name: &str, actual: &serde_json::Value) {
         std::fs::write(&path, &text).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_EXPECT=1)", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_EXPECT=1)", path.display()));
     assert!(text == expected, "{} differs from the translation:\n{text}", path.display());
 }
 

@@ -18,6 +18,7 @@
 //! keys), and no endpoint *selection* for the node agent (the renderer applies traffic policies using the
 //! conditions kept in [`causeway_model::EndpointInfo`]).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod endpoints;
 mod index;

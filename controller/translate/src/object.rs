@@ -11,13 +11,21 @@ use std::sync::Arc;
 /// The kinds of object Causeway handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// `v1` Namespace (cluster-scoped).
     Namespace,
+    /// `v1` Service.
     Service,
+    /// `v1` Secret.
     Secret,
+    /// `v1` Node (cluster-scoped).
     Node,
+    /// `v1` ConfigMap.
     ConfigMap,
+    /// `networking.k8s.io/v1` Ingress.
     Ingress,
+    /// `networking.k8s.io/v1` IngressClass (cluster-scoped).
     IngressClass,
+    /// `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice,
 }
 
@@ -77,8 +85,11 @@ impl fmt::Display for Kind {
 /// Identifies one object: kind, namespace (empty for cluster-scoped kinds) and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
+    /// The object's kind.
     pub kind: Kind,
+    /// `metadata.namespace`; empty for cluster-scoped kinds.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
 }
 
@@ -108,13 +119,21 @@ impl fmt::Display for ObjectKey {
 /// One object of a kind Causeway handles, shared (`Arc`) so that index snapshots and events are cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KubeObject {
+    /// A Namespace.
     Namespace(Arc<Namespace>),
+    /// A Service.
     Service(Arc<Service>),
+    /// A Secret.
     Secret(Arc<Secret>),
+    /// A Node.
     Node(Arc<Node>),
+    /// A ConfigMap.
     ConfigMap(Arc<ConfigMap>),
+    /// A Ingress.
     Ingress(Arc<Ingress>),
+    /// A IngressClass.
     IngressClass(Arc<IngressClass>),
+    /// A EndpointSlice.
     EndpointSlice(Arc<EndpointSlice>),
 }
 

@@ -193,6 +193,7 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
     };
 
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (pi, port) in spec.ports.iter().flatten().enumerate() {
         let field = format!("spec.ports[{pi}]");
         let number = match u16::try_from(port.port) {
@@ -236,6 +237,14 @@ fn service_ports(index: &Index, svc: &Service, diags: &mut Vec<Diagnostic>) -> V
             },
         };
         let port_name = port.name.clone().unwrap_or_default();
+        if !seen.insert((port_name.clone(), protocol)) {
+            diags.push(Diagnostic::error(
+                obj.clone(),
+                format!("{field}.name"),
+                format!("port name {port_name:?} is used by an earlier {proto_str} port; names must be unique; the port is skipped"),
+            ));
+            continue;
+        }
         let endpoints = service_endpoints(index, &ns, &name, &port_name, proto_str, Some(&families), diags);
         out.push(ServicePort {
             name: ServicePortName { namespace: ns.clone(), name: name.clone(), port: port_name, protocol },

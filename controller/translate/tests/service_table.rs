@@ -204,6 +204,7 @@ spec:
   - {name: icmp, port: 1, protocol: ICMP}
   - {name: badnp, port: 81, protocol: TCP, nodePort: 99999}
   - {name: ok, port: 80, protocol: TCP, nodePort: 30080}
+  - {name: ok, port: 82, protocol: TCP}
 ",
         "
         default/web:badnp Tcp [\"10.96.0.10\"]:81
@@ -213,6 +214,7 @@ spec:
         Error Service default/web spec.ports[0].port
         Error Service default/web spec.ports[1].protocol
         Error Service default/web spec.ports[2].nodePort
+        Error Service default/web spec.ports[4].name
         ",
     );
 }
