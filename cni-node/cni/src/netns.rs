@@ -92,6 +92,32 @@ impl NetNs {
     pub fn netlink(&self) -> Result<Netlink, NlError> {
         netlink_in(&self.file)
     }
+
+    /// Start opening a netlink socket inside this namespace on a dedicated thread, so the caller can do
+    /// host-side work meanwhile; [`PendingNetlink::wait`] collects it.
+    pub fn netlink_async(&self) -> Result<PendingNetlink, NetnsError> {
+        let file = self.file.try_clone().map_err(|e| NetnsError::Io { path: self.path.clone(), source: e })?;
+        let handle = std::thread::Builder::new()
+            .name("netns".into())
+            .spawn(move || {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NlError::Io(e.into()))?;
+                Netlink::open()
+                // The thread ends here: it never runs anything else in the pod's namespace.
+            })
+            .map_err(|e| NetnsError::Io { path: self.path.clone(), source: e })?;
+        Ok(PendingNetlink(handle))
+    }
+}
+
+/// A netlink socket being opened inside a namespace.
+#[derive(Debug)]
+pub struct PendingNetlink(std::thread::JoinHandle<Result<Netlink, NlError>>);
+
+impl PendingNetlink {
+    /// Wait for the socket.
+    pub fn wait(self) -> Result<Netlink, NlError> {
+        self.0.join().unwrap_or_else(|_| Err(NlError::Io(io::Error::other("namespace thread panicked"))))
+    }
 }
 
 /// Whether a path exists (DEL tolerates a vanished namespace).

@@ -46,6 +46,8 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 /// ADD: create the attachment and return its result.
 pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     let ns = NetNs::open(&env.netns, env.netns_override)?;
+    // Open the pod-side socket on its own thread while IPAM and the host side proceed.
+    let pending_pod = ns.netlink_async()?;
     let mut rollback = Rollback::default();
 
     let ips = {
@@ -58,7 +60,7 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         rollback.push(move || release_addresses(&dir, &name, &addrs));
     }
 
-    let mut pod = ns.netlink()?;
+    let mut pod = pending_pod.wait()?;
     if pod.link_by_name(&env.ifname)?.is_some() {
         return Err(CniError::new(
             code::IFACE_EXISTS,
@@ -257,41 +259,43 @@ fn delete_host_link(name: &str) {
 // === DEL ===
 
 /// DEL: remove the attachment; anything already gone (netns, link, address) is success.
+///
+/// The pair is removed from the host side when we can name the host end (from `prevResult`, else derived
+/// from containerID and ifname): deleting either end of a veth deletes both, and the host side needs no
+/// namespace switch. Only when no such host link exists do we look for `CNI_IFNAME` inside `CNI_NETNS`.
 pub fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-    let mut netns_gone = env.netns.is_empty();
-    if !env.netns.is_empty() {
+    let mut names: Vec<String> = conf
+        .prev_result
+        .iter()
+        .flat_map(|r| r.interfaces.iter())
+        .filter(|i| i.sandbox.is_none() && i.name != conf.bridge && i.name.starts_with("veth"))
+        .map(|i| i.name.clone())
+        .collect();
+    let derived = host_veth_name(&env.container_id, &env.ifname);
+    if !names.contains(&derived) {
+        names.push(derived);
+    }
+    let mut host = Netlink::open()?;
+    let mut deleted = false;
+    for name in &names {
+        if let Some(l) = host.link_by_name(name)? {
+            if l.kind.as_deref() == Some("veth") {
+                host.delete_link(l.index)?;
+                deleted = true;
+            }
+        }
+    }
+    if !deleted && !env.netns.is_empty() {
         match NetNs::open(&env.netns, true) {
             Ok(ns) => {
                 let mut pod = ns.netlink()?;
                 if let Some(l) = pod.link_by_name(&env.ifname)? {
-                    // Deleting one end of a veth pair deletes both.
                     pod.delete_link(l.index)?;
                 }
             }
             // Gone, or only an unmounted placeholder file left: nothing to remove inside it.
-            Err(NetnsError::NotFound { .. }) | Err(NetnsError::Invalid { .. }) => netns_gone = true,
+            Err(NetnsError::NotFound { .. }) | Err(NetnsError::Invalid { .. }) => {}
             Err(e) => return Err(e.into()),
-        }
-    }
-    // Without a usable netns path, the pod namespace may still exist (a runtime lost track of it): remove
-    // our host end by name. Use the name recorded in prevResult, and our derived name.
-    if netns_gone {
-        let mut names: Vec<String> = conf
-            .prev_result
-            .iter()
-            .flat_map(|r| r.interfaces.iter())
-            .filter(|i| i.sandbox.is_none() && i.name != conf.bridge && i.name.starts_with("veth"))
-            .map(|i| i.name.clone())
-            .collect();
-        names.push(host_veth_name(&env.container_id, &env.ifname));
-        names.dedup();
-        let mut host = Netlink::open()?;
-        for name in names {
-            if let Some(l) = host.link_by_name(&name)? {
-                if l.kind.as_deref() == Some("veth") {
-                    host.delete_link(l.index)?;
-                }
-            }
         }
     }
     let mut store = DiskStore::lock(&conf.ipam.data_dir, &conf.name)?;

@@ -173,6 +173,12 @@ fn del_is_idempotent_when_things_are_gone() {
     node.cni("DEL", "manual", &pod.path(), &conf).expect_ok("DEL without link");
     assert!(node.reserved().is_empty());
 
+    // A pod interface whose host end we cannot name (created by someone else): found inside the netns.
+    node.ns.ip(&["link", "add", "hostend0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    node.cni("DEL", "foreign", &pod.path(), &conf).expect_ok("DEL of a foreign pair");
+    assert!(!pod.links().contains("eth0"));
+    assert!(!node.ns.links().contains("hostend0"));
+
     // Never added; repeated.
     for _ in 0..2 {
         node.cni("DEL", "never", &pod.path(), &conf).expect_ok("DEL of unknown container");
