@@ -11,7 +11,7 @@
 #   limited.kubeconfig  user `causeway-limited` in group `causeway:limited`, with no RBAC bindings: tests grant it
 #                       exactly the roles they need (authorization is RBAC,Node)
 #   env                 shell-style KEY=VALUE lines: APISERVER_URL, APISERVER_PORT, ETCD_URL, ETCD_PID,
-#                       APISERVER_PID, KUBECONFIG, LIMITED_KUBECONFIG, CA_FILE, DIR
+#                       APISERVER_PID, KUBECONFIG, LIMITED_KUBECONFIG, CA_FILE, DIR, KUBECTL (the matching kubectl)
 #
 # Environment:
 #   KUBE_APISERVER, ETCD        binaries [the cache build.sh fills: /var/cache/causeway/{k8s,etcd}-<version>/]
@@ -32,6 +32,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE="${CAUSEWAY_CLUSTER_CACHE:-/var/cache/causeway}"
 KUBE_APISERVER="${KUBE_APISERVER:-$CACHE/k8s-$K8S_VERSION/kube-apiserver}"
 ETCD="${ETCD:-$CACHE/etcd-$ETCD_VERSION/etcd}"
+KUBECTL="${KUBECTL:-$CACHE/k8s-$K8S_VERSION/kubectl}"
 TIMEOUT="${CAUSEWAY_CLUSTER_TIMEOUT:-120}"
 
 die() { printf 'start.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -216,5 +217,6 @@ ETCD_PID=$(cat "$DIR/etcd.pid" 2>/dev/null || true)
 KUBECONFIG=$DIR/admin.kubeconfig
 LIMITED_KUBECONFIG=$DIR/limited.kubeconfig
 CA_FILE=$PKI/ca.crt
+KUBECTL=$KUBECTL
 EOF
 cat "$DIR/env"
