@@ -193,11 +193,24 @@ fn decode(
         return;
     }
     let Some(kind) = Kind::from_api(&api_version, &kind_name) else {
-        diags.push(Diagnostic::warning(
-            file_ref(file),
-            field.to_owned(),
-            format!("{kind_name} ({api_version}) is not a kind causeway reads; the document is ignored"),
-        ));
+        // A kind we read, in an apiVersion we do not (say `extensions/v1beta1` Ingress), is surely a mistake; any
+        // other kind (a Deployment next to the Services) is merely not ours.
+        let diag = match Kind::ALL.into_iter().find(|k| k.as_str() == kind_name) {
+            Some(known) => Diagnostic::error(
+                file_ref(file),
+                format!("{field}.apiVersion"),
+                format!(
+                    "{kind_name} {api_version} is not supported (use {}); the document is skipped",
+                    known.api_version()
+                ),
+            ),
+            None => Diagnostic::warning(
+                file_ref(file),
+                field.to_owned(),
+                format!("{kind_name} ({api_version}) is not a kind causeway reads; the document is ignored"),
+            ),
+        };
+        diags.push(diag);
         return;
     };
     let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();

@@ -212,6 +212,10 @@ kind: Service
 metadata: {name: typed, namespace: shop}
 spec: {ports: [{port: eighty}]}
 ---
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata: {name: old}
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: good}
@@ -227,6 +231,7 @@ metadata: {name: good}
             "Error File bad.yaml [2]",
             "Error File bad.yaml [3]",
             "Error Service shop/typed spec.ports[0].port",
+            "Error File bad.yaml [5].apiVersion",
         ]
     );
     assert!(diags[4].message.contains("bad.yaml document [4]"), "{}", diags[4].message);
