@@ -140,6 +140,9 @@ def default_options(kind):
 
 
 INST = 'instance=~"$instance"'
+# The proxy's L4 forwarding (proxy/engine/src/l4.rs) is a stub today: its per-Service series never appear, so
+# the panels that need them stay out until it forwards (the observability test would fail them, rightly).
+L4_TRAFFIC = False
 RATE = "$__rate_interval"
 
 
@@ -219,6 +222,8 @@ def edge_overview():
 
     d.row("L4 listeners (loadBalancerClass causeway.dev/proxy)")
     d.panel("stat", "L4 listeners", [f"sum(causeway_l4_listeners{{{INST}}})"], unit="short", w=6, h=5)
+    if not L4_TRAFFIC:
+        return d
     d.panel("stat", "Open L4 connections", [f"sum(causeway_l4_active_connections{{{INST}}})"], unit="short", w=6, h=5)
     d.panel("stat", "L4 throughput",
             [f"sum(rate(causeway_l4_bytes_total{{{INST}}}[{RATE}]))"], unit="Bps", w=6, h=5)
