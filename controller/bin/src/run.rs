@@ -9,7 +9,6 @@ use causeway_translate::TranslateConfig;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Builds the runtime (`--worker-threads`) and runs the proxy until SIGTERM/SIGINT.
@@ -85,24 +84,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(1024);
     let mut index_rx = match (&args.source.manifests, &args.source.kubeconfig) {
         (Some(dir), _) => {
-            let feed = IndexFeed::spawn(events_rx, 1);
+            let (index_rx, _feed) = IndexFeed::spawn([causeway_source::source_name(dir)], events_rx);
             let dir = dir.clone();
             tokio::spawn(async move {
-                if let Err(error) = causeway_source::watch_manifests(dir, events_tx).await {
+                if let Err(error) = causeway_source::watch_manifests(&dir, events_tx).await {
                     tracing::error!(message = "The manifests source stopped.", error = %error);
                 }
             });
-            feed
+            index_rx
         }
         (None, _) => bail!(
             "no source: pass --manifests DIR (the Kubernetes API source is not wired into this build yet)"
         ),
     };
 
+    // One shutdown signal for every task.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+
     // Translate each published index and swap the result in. One table per index version.
     let handle = proxy.handle();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let translator = tokio::spawn(async move {
         let mut seen: BTreeSet<Diagnostic> = BTreeSet::new();
+        let mut first = Some(first_tx);
         loop {
             let index = index_rx.borrow_and_update().clone();
             if let Some(index) = index {
@@ -111,6 +123,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 diagnostics.extend(handle.store(table));
                 log_new_diagnostics(&mut seen, diagnostics);
                 readiness.set_ready(true);
+                if let Some(first) = first.take() {
+                    let _ = first.send(());
+                }
             }
             if index_rx.changed().await.is_err() {
                 break;
@@ -118,8 +133,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let admin_task = tokio::spawn(admin.serve(shutdown_signal()));
-    proxy.serve(shutdown_signal()).await.context("serving")?;
+    // Accept nothing before the first complete table (design invariant 2): until then connections wait in the
+    // listen backlog and /readyz answers 503.
+    tokio::select! {
+        _ = first_rx => tracing::info!(message = "First table published; serving."),
+        _ = stopped(stop_rx.clone()) => {
+            translator.abort();
+            admin_task.abort();
+            return Ok(());
+        }
+    }
+    proxy.serve(stopped(stop_rx)).await.context("serving")?;
     translator.abort();
     admin_task.abort();
     tracing::info!(message = "Drained; exiting.");
@@ -199,7 +223,9 @@ fn load_table(args: &SourceArgs) -> anyhow::Result<RouteTable> {
 /// `causeway routes`: the compiled table and its diagnostics as JSON on stdout.
 pub fn routes(args: SourceArgs) -> anyhow::Result<ExitCode> {
     let table = load_table(&args)?;
-    println!("{}", serde_json::to_string_pretty(&table)?);
+    let mut text = serde_json::to_string_pretty(&table)?;
+    text.push('\n');
+    write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -207,6 +233,7 @@ pub fn routes(args: SourceArgs) -> anyhow::Result<ExitCode> {
 pub fn check(args: SourceArgs) -> anyhow::Result<ExitCode> {
     let table = load_table(&args)?;
     let mut errors = 0;
+    let mut out = String::new();
     for d in &table.diagnostics {
         let level = match d.severity {
             Severity::Error => {
@@ -215,14 +242,25 @@ pub fn check(args: SourceArgs) -> anyhow::Result<ExitCode> {
             }
             Severity::Warning => "warning",
         };
-        println!("{level}: {d}");
+        out.push_str(&format!("{level}: {d}\n"));
     }
     let routes: usize = table.virtual_hosts.iter().map(|v| v.routes.len()).sum();
-    println!(
-        "{} virtual hosts, {routes} routes, {} certificates, {errors} errors, {} warnings",
+    out.push_str(&format!(
+        "{} virtual hosts, {routes} routes, {} certificates, {errors} errors, {} warnings\n",
         table.virtual_hosts.len(),
         table.certificates.len(),
         table.diagnostics.len() - errors
-    );
+    ));
+    write_stdout(&out)?;
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Writes to stdout; a closed pipe (`causeway routes | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
 }
