@@ -141,6 +141,28 @@ async fn a_half_written_file_does_not_delete_its_objects() {
 }
 
 #[tokio::test]
+async fn a_configmap_volume_symlink_swap_is_seen() {
+    // Kubelet writes ConfigMap volumes as `name -> ..data/name`, `..data -> ..<timestamp>/`, and updates them by
+    // swapping the `..data` link atomically.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    std::fs::create_dir(root.join("..v1")).expect("mkdir");
+    write(&root.join("..v1"), "app.yaml", &namespace("v1"));
+    std::os::unix::fs::symlink("..v1", root.join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/app.yaml", root.join("app.yaml")).expect("symlink");
+    let (mut rx, _task) = start(root);
+    let events = until(&mut rx, CONTRACT, |e| e == "init-done").await;
+    assert_eq!(events, ["apply Namespace v1", "diagnostics []", "init-done"]);
+
+    std::fs::create_dir(root.join("..v2")).expect("mkdir");
+    write(&root.join("..v2"), "app.yaml", &namespace("v2"));
+    std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).expect("symlink");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+    let events = until(&mut rx, CONTRACT, |e| e == "apply Namespace v2").await;
+    assert_eq!(events, ["delete Namespace v1", "apply Namespace v2"]);
+}
+
+#[tokio::test]
 async fn a_missing_directory_is_an_error_and_a_dropped_receiver_ends_the_watch() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (tx, _rx) = mpsc::channel(8);

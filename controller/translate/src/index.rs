@@ -325,6 +325,41 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_applies_reads_back_and_deletes() {
+        use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+        use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+        let meta = |ns: Option<&str>| ObjectMeta {
+            namespace: ns.map(str::to_owned),
+            name: Some("x".into()),
+            ..Default::default()
+        };
+        let objects = [
+            KubeObject::from(Namespace { metadata: meta(None), ..Default::default() }),
+            KubeObject::from(Service { metadata: meta(Some("ns")), ..Default::default() }),
+            KubeObject::from(Secret { metadata: meta(Some("ns")), ..Default::default() }),
+            KubeObject::from(Node { metadata: meta(None), ..Default::default() }),
+            KubeObject::from(ConfigMap { metadata: meta(Some("ns")), ..Default::default() }),
+            KubeObject::from(Ingress { metadata: meta(Some("ns")), ..Default::default() }),
+            KubeObject::from(IngressClass { metadata: meta(None), ..Default::default() }),
+            KubeObject::from(EndpointSlice { metadata: meta(Some("ns")), ..Default::default() }),
+        ];
+        let mut index = Index::new();
+        for obj in &objects {
+            assert!(index.apply(obj.clone()), "{}", obj.key());
+            assert_eq!(index.get(&obj.key()).as_ref(), Some(obj));
+        }
+        assert_eq!(index.len(), Kind::ALL.len());
+        assert_eq!(index.keys().iter().map(|k| k.kind).collect::<Vec<_>>(), Kind::ALL);
+        for obj in &objects {
+            assert!(index.delete(&obj.key()), "{}", obj.key());
+            assert_eq!(index.get(&obj.key()), None);
+        }
+        assert!(index.is_empty());
+        // An object without a name cannot be keyed and is ignored.
+        assert!(!index.apply(KubeObject::from(Node::default())));
+    }
+
+    #[test]
     fn snapshots_are_independent() {
         let mut index = Index::new();
         index.apply(slice("a-1", Some("a")));
