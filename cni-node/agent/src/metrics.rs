@@ -1,0 +1,83 @@
+//! Prometheus metrics, all prefixed `causeway_node_`.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every metric the agent exports.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub sync_duration: HistogramVec,
+    pub syncs: IntCounterVec,
+    pub sync_failures: IntCounterVec,
+    pub iptables_rules: IntGauge,
+    pub service_ports: IntGauge,
+    pub routes: IntGauge,
+    pub route_failures: IntCounterVec,
+    pub programming_latency: HistogramVec,
+    pub diagnostics: IntGauge,
+    pub last_sync_timestamp: IntGauge,
+}
+
+fn buckets() -> Vec<f64> {
+    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let sync_duration = HistogramVec::new(
+            HistogramOpts::new("causeway_node_sync_duration_seconds", "Time to render and apply Service rules.").buckets(buckets()),
+            &["kind", "family"],
+        )?;
+        let syncs = IntCounterVec::new(Opts::new("causeway_node_syncs_total", "Successful rule syncs."), &["kind", "family"])?;
+        let sync_failures =
+            IntCounterVec::new(Opts::new("causeway_node_sync_failures_total", "Failed rule syncs by reason."), &["reason", "family"])?;
+        let iptables_rules = IntGauge::new("causeway_node_iptables_rules", "Rules owned by Service ports after the last sync.")?;
+        let service_ports = IntGauge::new("causeway_node_service_ports", "Service ports programmed.")?;
+        let routes = IntGauge::new("causeway_node_routes", "Routes to other nodes' pod CIDRs.")?;
+        let route_failures =
+            IntCounterVec::new(Opts::new("causeway_node_route_sync_failures_total", "Failed route reconciles."), &["reason"])?;
+        let programming_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "causeway_node_network_programming_latency_seconds",
+                "From a change of the objects (as seen by the source) to its rules applied.",
+            )
+            .buckets(buckets()),
+            &["family"],
+        )?;
+        let diagnostics = IntGauge::new("causeway_node_diagnostics", "Objects or fields skipped as invalid at the last sync.")?;
+        let last_sync_timestamp =
+            IntGauge::new("causeway_node_last_sync_timestamp_seconds", "Unix time of the last successful rule sync.")?;
+        registry.register(Box::new(sync_duration.clone()))?;
+        registry.register(Box::new(syncs.clone()))?;
+        registry.register(Box::new(sync_failures.clone()))?;
+        registry.register(Box::new(iptables_rules.clone()))?;
+        registry.register(Box::new(service_ports.clone()))?;
+        registry.register(Box::new(routes.clone()))?;
+        registry.register(Box::new(route_failures.clone()))?;
+        registry.register(Box::new(programming_latency.clone()))?;
+        registry.register(Box::new(diagnostics.clone()))?;
+        registry.register(Box::new(last_sync_timestamp.clone()))?;
+        Ok(Self {
+            registry,
+            sync_duration,
+            syncs,
+            sync_failures,
+            iptables_rules,
+            service_ports,
+            routes,
+            route_failures,
+            programming_latency,
+            diagnostics,
+            last_sync_timestamp,
+        })
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
