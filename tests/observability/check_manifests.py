@@ -70,7 +70,7 @@ def source_flags(paths):
         except OSError:
             continue
         # `#[arg(long = "name")]` or `#[arg(long, ...)]` followed by the field.
-        for m in re.finditer(r"#\[arg\(([^\]]*)\)\]\s*(?:///[^\n]*\n\s*|#\[[^\]]*\]\s*)*pub\s+(\w+)", text):
+        for m in re.finditer(r"#\[arg\(([^\]]*)\)\]\s*(?:///[^\n]*\n\s*|#\[[^\]]*\]\s*)*(?:pub(?:\([^)]*\))?\s+)?(\w+)\s*:", text):
             attrs, field = m.group(1), m.group(2)
             explicit = re.search(r'long\s*=\s*"([^"]+)"', attrs)
             if explicit:
@@ -210,9 +210,19 @@ def main():
     check("NODE_NAME comes from the downward API",
           env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName")
     check("node agent gets --node-name", any(a.startswith("--node-name=") for a in dargs))
-    init = dpod.get("initContainers", [])
-    check("an init container installs causeway-cni", any("causeway-cni" in " ".join(c.get("command", []))
-                                                        for c in init))
+    cni_bin = mounts.get(host_paths.get("/opt/cni/bin", ""), {})
+    check("the agent can install causeway-cni into /opt/cni/bin", not cni_bin.get("readOnly", False))
+    check("sysctl root is the host's /proc/sys (mounted /proc/sys/net)",
+          "--sysctl-root=/host/proc/sys" in dargs and host_paths.get("/proc/sys/net") in mounts
+          and mounts[host_paths["/proc/sys/net"]]["mountPath"] == "/host/proc/sys/net")
+    port = {p["name"]: p["containerPort"] for p in dctr.get("ports", [])}.get("admin")
+    check("node agent admin port matches --admin-addr and the scrape annotation",
+          any(a.startswith("--admin-addr=") and a.endswith(f":{port}") for a in dargs)
+          and ds["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/port") == str(port))
+    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+        p = dctr.get(probe, {}).get("httpGet", {})
+        check(f"node agent {probe} is GET {path} on the admin port", p.get("path") == path
+              and p.get("port") in ("admin", port))
 
     # --- CRD -------------------------------------------------------------------------------------------------
     crd = find(objs, "CustomResourceDefinition", "ippools.causeway.dev") or {}
