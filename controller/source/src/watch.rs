@@ -69,7 +69,8 @@ pub async fn watch_manifests_with(
     if tx.send(SourceEvent::InitDone { source: origin.clone() }).await.is_err() {
         return Ok(());
     }
-    let mut ticker = tokio::time::interval(poll);
+    // `interval` rejects a zero period.
+    let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {

@@ -7,7 +7,7 @@ use crate::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, SSL_REDIRECT_ANNO
 use causeway_model::{
     Backend, Diagnostic, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, TlsCertificate, VirtualHost,
 };
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -226,15 +226,34 @@ fn is_ours(
             }
         }
         (None, Some(legacy)) => *legacy == config.ingress_class,
-        (None, None) => index.ingress_class(&config.ingress_class).is_some_and(|class| {
-            class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(config.controller_name.as_str())
-                && class
+        (None, None) => {
+            let is_default = |class: &IngressClass| {
+                class
                     .metadata
                     .annotations
                     .as_ref()
                     .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
                     .is_some_and(|v| v == "true")
-        }),
+            };
+            let ours = index.ingress_class(&config.ingress_class).is_some_and(|class| {
+                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(config.controller_name.as_str())
+                    && is_default(class)
+            });
+            // With no default class at all, nobody serves this Ingress: say so. (When another class is the
+            // default, the API server's admission would have given the Ingress that class.)
+            if !ours && !index.ingress_classes().any(|c| is_default(c)) {
+                diags.push(Diagnostic::warning(
+                    obj.clone(),
+                    "spec.ingressClassName",
+                    format!(
+                        "no ingressClassName and no default IngressClass; set ingressClassName: {} (or mark that \
+                         IngressClass {DEFAULT_CLASS_ANNOTATION}: \"true\") for this controller to serve it",
+                        config.ingress_class
+                    ),
+                ));
+            }
+            ours
+        }
     }
 }
 

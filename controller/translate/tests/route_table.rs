@@ -449,6 +449,21 @@ spec: {controller: k8s.io/ingress-nginx}
         host ours.example.com
           Prefix / -> default/web:80 [10.244.1.5:8080] (default/ours)
         ",
+        "Warning Ingress default/no-class spec.ingressClassName",
+    );
+    // Another controller's class is the default: the class-less Ingress is theirs, silently.
+    let theirs_default = yaml.replace(
+        "metadata: {name: nginx}",
+        "metadata: {name: nginx, annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}}",
+    );
+    check(
+        &theirs_default,
+        "
+        host legacy.example.com
+          Prefix / -> default/web:80 [10.244.1.5:8080] (default/legacy-ours)
+        host ours.example.com
+          Prefix / -> default/web:80 [10.244.1.5:8080] (default/ours)
+        ",
         "",
     );
     // Marked as the default class: the class-less Ingress becomes ours.
@@ -476,7 +491,7 @@ spec: {controller: k8s.io/ingress-nginx}
         host legacy.example.com
           Prefix / -> default/web:80 [10.244.1.5:8080] (default/legacy-ours)
         ",
-        "Warning Ingress default/ours spec.ingressClassName",
+        "Warning Ingress default/no-class spec.ingressClassName\nWarning Ingress default/ours spec.ingressClassName",
     );
     let no_class = yaml.replace(CLASS, "");
     check(
@@ -485,7 +500,7 @@ spec: {controller: k8s.io/ingress-nginx}
         host legacy.example.com
           Prefix / -> default/web:80 [10.244.1.5:8080] (default/legacy-ours)
         ",
-        "Error Ingress default/ours spec.ingressClassName",
+        "Warning Ingress default/no-class spec.ingressClassName\nError Ingress default/ours spec.ingressClassName",
     );
     // Flags change the class we serve.
     let config = TranslateConfig {
@@ -502,7 +517,7 @@ spec: {controller: k8s.io/ingress-nginx}
         host theirs.example.com
           Prefix / -> default/web:80 [10.244.1.5:8080] (default/theirs)
         ",
-        "",
+        "Warning Ingress default/no-class spec.ingressClassName",
     );
 }
 
