@@ -120,6 +120,8 @@ impl DirState {
                         diagnostics: Vec::new(),
                     });
                     state.diagnostics = vec![diag];
+                    // Retry on the next scan even if size and mtime stay the same (a chmod changes neither).
+                    state.len = u64::MAX;
                 }
             }
         }

@@ -411,8 +411,8 @@ fn resolve_backend(
         ));
         return no_endpoints(service);
     };
-    let spec = svc.spec.clone().unwrap_or_default();
-    if spec.type_.as_deref() == Some("ExternalName") {
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
         diags.push(Diagnostic::error(
             o.obj.clone(),
             format!("{field}.service.name"),
@@ -423,7 +423,7 @@ fn resolve_backend(
         ));
         return no_endpoints(service);
     }
-    let ports = spec.ports.unwrap_or_default();
+    let ports: &[k8s_openapi::api::core::v1::ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
     let found = match want {
         Want::Number(n) => ports.iter().find(|p| p.port == i32::from(n)),
         Want::Name(n) => ports.iter().find(|p| p.name.as_deref() == Some(n)),
