@@ -146,7 +146,6 @@ impl Proxy {
         let (cut_tx, cut_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let life = Lifecycle { stop: stop_rx, cut: cut_rx, drain: drain_tx };
-        shared.l4.start(life.clone());
 
         tokio::pin!(shutdown);
         loop {
@@ -173,12 +172,19 @@ impl Proxy {
         drop(https);
         tracing::info!(message = "Stopped accepting; draining in-flight requests.");
         let _ = stop_tx.send(true);
-        shared.l4.stop();
+        let mut l4_drain = shared.l4.stop();
         drop(life);
         let drain = shared.config.timeouts.drain;
-        if tokio::time::timeout(drain, drain_rx.recv()).await.is_err() {
+        let drained = async {
+            let _ = drain_rx.recv().await;
+            if let Some(rx) = l4_drain.as_mut() {
+                let _ = rx.recv().await;
+            }
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
             tracing::warn!(message = "Drain bound reached; cutting the remaining connections.", drain = ?drain);
             let _ = cut_tx.send(true);
+            shared.l4.cut();
             // Tasks exit promptly once cut; wait briefly so that they release their sockets before we return.
             let _ = tokio::time::timeout(Duration::from_secs(1), drain_rx.recv()).await;
         }
@@ -191,17 +197,18 @@ impl ProxyHandle {
     /// already loaded the old table finish with it. L4 listeners are opened and closed to match. Returns the
     /// compile diagnostics (bad certificates, duplicates); translation's own are kept in the table.
     pub fn store(&self, table: RouteTable) -> Vec<Diagnostic> {
-        let compiled = {
-            let mut compiler = self.shared.compiler.lock();
-            let compiled = Arc::new(compiler.compile(Arc::new(table)));
-            self.shared.table.store(compiled.clone());
-            compiled
-        };
+        // The compiler lock also orders L4 reconciles with their tables.
+        let mut compiler = self.shared.compiler.lock();
+        let compiled = Arc::new(compiler.compile(Arc::new(table)));
+        self.shared.table.store(compiled.clone());
+        let mut diagnostics = compiled.diagnostics().to_vec();
+        diagnostics.extend(self.shared.l4.reconcile(&compiled));
+        drop(compiler);
         let m = &self.shared.metrics;
         m.table_swaps.inc();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         m.last_swap.set(now);
-        let all = compiled.source().diagnostics.iter().chain(compiled.diagnostics());
+        let all = compiled.source().diagnostics.iter().chain(&diagnostics);
         let (mut errors, mut warnings) = (0, 0);
         for d in all {
             match d.severity {
@@ -211,11 +218,10 @@ impl ProxyHandle {
         }
         m.diagnostics.with_label_values(&["error"]).set(errors);
         m.diagnostics.with_label_values(&["warning"]).set(warnings);
-        for d in compiled.diagnostics() {
+        for d in &diagnostics {
             tracing::warn!(message = "Route table diagnostic.", object = %d.object, field = %d.field, error = %d.message);
         }
-        self.shared.l4.reconcile(&compiled);
-        compiled.diagnostics().to_vec()
+        diagnostics
     }
 
     /// The live table, for the admin server's `/debug/routes`.
@@ -228,8 +234,9 @@ impl ProxyHandle {
         self.shared.table.load_full()
     }
 
-    /// Addresses of the L4 listeners open right now, with their protocol.
-    pub fn l4_local_addrs(&self) -> Vec<(causeway_model::L4Protocol, SocketAddr)> {
+    /// The L4 listeners open right now: (protocol, address in the table, address bound). They differ when the
+    /// table asks for port 0.
+    pub fn l4_local_addrs(&self) -> Vec<(causeway_model::L4Protocol, SocketAddr, SocketAddr)> {
         self.shared.l4.local_addrs()
     }
 }

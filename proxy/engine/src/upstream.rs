@@ -47,6 +47,16 @@ pub(crate) enum ConnectError {
     Handshake(hyper::Error),
 }
 
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "HTTP/1.1 handshake failed: {e}"),
+        }
+    }
+}
+
 impl EndpointPool {
     pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
         Self { addr, settings, idle: Mutex::new(Vec::new()) }
@@ -146,7 +156,7 @@ pub(crate) async fn send(
         let mut sender = match pool.connect().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(message = "Connect to endpoint failed.", endpoint = %pool.addr(), error = ?e);
+                tracing::debug!(message = "Connect to endpoint failed.", endpoint = %pool.addr(), error = %e);
                 timed_out = matches!(e, ConnectError::Timeout);
                 on_connect_error();
                 continue;
