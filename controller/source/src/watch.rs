@@ -83,6 +83,10 @@ pub async fn watch_manifests_with(
         if let Err(error) = result {
             tracing::warn!(message = "Cannot read the manifests directory.", dir = %dir.display(), %error);
         }
+        if !events.is_empty() {
+            let changed = events.iter().filter(|e| !matches!(e, SourceEvent::Diagnostics { .. })).count();
+            tracing::debug!(message = "Manifests changed.", dir = %dir.display(), objects = changed);
+        }
         for event in events {
             if tx.send(event).await.is_err() {
                 return Ok(());
