@@ -44,7 +44,7 @@ fn base_index() -> Index {
 fn every_truncation_of_every_file_is_handled() {
     let base = base_index();
     for (name, bytes) in demo_files() {
-        // Every line end and every eleventh byte in between (a cut inside a multi-byte character included).
+        // Every line end and every eleventh byte in between.
         for cut in (0..bytes.len()).filter(|&i| i % 11 == 0 || bytes[i] == b'\n') {
             exercise(&base, &name, &bytes[..cut]);
         }
