@@ -102,11 +102,10 @@ pub fn load_net_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
         return Err(ConfigError::invalid("bridge", format!("{bridge:?} {why}")).into());
     }
     let mtu = opt_u32(obj, "", "mtu")?;
-    if let Some(m) = mtu {
-        if !(68..=65535).contains(&m) {
+    if let Some(m) = mtu
+        && !(68..=65535).contains(&m) {
             return Err(ConfigError::invalid("mtu", format!("{m} is outside 68..65535")).into());
         }
-    }
     if opt_bool(obj, "", "ipMasq")? == Some(true) {
         return Err(ConfigError::Unsupported {
             field: "ipMasq".into(),

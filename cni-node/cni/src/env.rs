@@ -148,7 +148,8 @@ mod tests {
     #[test]
     fn table() {
         let full = [("CNI_CONTAINERID", "abc"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "eth0")];
-        let cases: Vec<(Command, Vec<(&str, &str)>, Option<&str>)> = vec![
+        type Case<'a> = (Command, Vec<(&'a str, &'a str)>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             (Command::Add, full.to_vec(), None),
             (Command::Add, vec![("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")], Some("CNI_NETNS")),
             (Command::Del, vec![("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")], None),

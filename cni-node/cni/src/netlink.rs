@@ -344,11 +344,10 @@ impl Netlink {
                     _ => None,
                 })
             });
-            if let Some(ip) = ip {
-                if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
+            if let Some(ip) = ip
+                && let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
                     out.push(net);
                 }
-            }
         }
         Ok(out)
     }

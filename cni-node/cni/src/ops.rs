@@ -107,11 +107,10 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     if !cont.up {
         pod.set_up(cont.index)?;
     }
-    if let Some(lo) = pod.link_by_name("lo")? {
-        if !lo.up {
+    if let Some(lo) = pod.link_by_name("lo")?
+        && !lo.up {
             pod.set_up(lo.index)?;
         }
-    }
     let routes = container_routes(conf, &ips);
     for r in &routes {
         let gw = r.gw.or_else(|| gateway_for(&ips, r.dst));
@@ -278,12 +277,11 @@ pub fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let mut host = Netlink::open()?;
     let mut deleted = false;
     for name in &names {
-        if let Some(l) = host.link_by_name(name)? {
-            if l.kind.as_deref() == Some("veth") {
+        if let Some(l) = host.link_by_name(name)?
+            && l.kind.as_deref() == Some("veth") {
                 host.delete_link(l.index)?;
                 deleted = true;
             }
-        }
     }
     if !deleted && !env.netns.is_empty() {
         match NetNs::open(&env.netns, true) {
@@ -331,11 +329,10 @@ pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let mut host = Netlink::open()?;
     let bridge = host.link_by_name(&conf.bridge)?.ok_or_else(|| fail(format!("bridge {} is missing", conf.bridge)))?;
     let bridge = check_is_bridge(bridge, conf)?;
-    if let Some(bi) = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_none()) {
-        if bi.mac.is_some() && bi.mac != bridge.mac {
+    if let Some(bi) = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_none())
+        && bi.mac.is_some() && bi.mac != bridge.mac {
             return Err(fail(format!("bridge {}: MAC {:?} differs from the result's {:?}", conf.bridge, bridge.mac, bi.mac)));
         }
-    }
 
     let ns = NetNs::open(&env.netns, env.netns_override)?;
     let mut pod = ns.netlink()?;

@@ -112,6 +112,22 @@ fn allocation_continues_after_last_reserved() {
     assert_eq!(std::fs::read(node.store_dir().join("10.78.0.3")).unwrap(), b"c2\r\neth0");
 }
 
+/// A second ADD for an attachment that exists is an error and leaves the first one intact.
+#[test]
+fn repeated_add_is_refused_and_harmless() {
+    let node = Node::new();
+    let conf = node.conf("1.1.0", "10.85.0.0/24");
+    let pod = Netns::new("p");
+    let r = node.cni("ADD", "twice", &pod.path(), &conf).expect_ok("ADD");
+    node.cni("ADD", "twice", &pod.path(), &conf).expect_err("second ADD", 999, "duplicate allocation");
+    assert_eq!(node.reserved(), BTreeSet::from(["10.85.0.2".to_string()]));
+    assert_eq!(node.ns.veths().len(), 1);
+    let mut c = conf.clone();
+    c["prevResult"] = r;
+    node.cni("CHECK", "twice", &pod.path(), &c).expect_ok("CHECK after the refused ADD");
+    assert!(pod.ping("10.85.0.1"));
+}
+
 /// CHECK names what is missing: route, address, interface, reservation.
 #[test]
 fn check_reports_missing_pieces() {
@@ -213,7 +229,8 @@ fn bad_input_leaves_nothing_behind() {
     let mut typo = conf.clone();
     typo["hairpinmode"] = json!(true);
 
-    let cases: Vec<(&str, Vec<(&'static str, String)>, Vec<u8>, u64, &str)> = vec![
+    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u64, &'static str);
+    let cases: Vec<Case> = vec![
         ("empty stdin", env_ok("ADD"), vec![], 6, "stdin"),
         ("malformed stdin", env_ok("ADD"), b"{\"cniVersion\": ".to_vec(), 6, "stdin"),
         ("unknown cniVersion", env_ok("ADD"), unknown_version.to_string().into_bytes(), 1, "cniVersion"),

@@ -81,11 +81,10 @@ fn normalise(mut r: Value) -> Value {
                 if o.remove("mac").is_some() {
                     o.insert("mac".into(), json!("<mac>"));
                 }
-                if let Some(n) = o.get("name").and_then(Value::as_str) {
-                    if n.starts_with("veth") && n.len() == 12 && n[4..].chars().all(|c| c.is_ascii_hexdigit()) {
+                if let Some(n) = o.get("name").and_then(Value::as_str)
+                    && n.starts_with("veth") && n.len() == 12 && n[4..].chars().all(|c| c.is_ascii_hexdigit()) {
                         o.insert("name".into(), json!("veth<8 hex>"));
                     }
-                }
             }
         }
     }
@@ -187,8 +186,8 @@ fn shares_store_with_reference_host_local() {
     });
     let distinct: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), 24, "an address was handed out twice: {ips:?}");
-    for k in 0..12 {
-        node.cni("DEL", &format!("o{k}"), &pods[k].path(), &conf).expect_ok("DEL");
+    for (k, pod) in pods.iter().enumerate() {
+        node.cni("DEL", &format!("o{k}"), &pod.path(), &conf).expect_ok("DEL");
         host_local(&node, "DEL", &format!("h{k}"), &conf).expect_ok("host-local DEL");
     }
     assert!(node.reserved().is_empty());

@@ -131,11 +131,10 @@ impl IpamConf {
             for (j, rc) in set.iter().enumerate() {
                 let rf = format!("{set_field}[{j}]");
                 let r = Range::try_new(rc, &rf)?;
-                if let Some(first) = ranges.first() {
-                    if first.subnet.addr().is_ipv4() != r.subnet.addr().is_ipv4() {
+                if let Some(first) = ranges.first()
+                    && first.subnet.addr().is_ipv4() != r.subnet.addr().is_ipv4() {
                         return Err(ConfigError::invalid(&rf, "mixes address families within one range set"));
                     }
-                }
                 if let Some(other) = ranges.iter().find(|o| o.overlaps(&r)) {
                     return Err(ConfigError::invalid(&rf, format!("range {r} overlaps {other}")));
                 }
@@ -181,11 +180,10 @@ pub fn parse_routes(value: &Value, field: &str) -> Result<Vec<RouteConf>, Config
             .parse()
             .map_err(|_| ConfigError::invalid(format!("{rf}.dst"), format!("{dst_s:?} is not a CIDR")))?;
         let gw = opt_ip(obj, &rf, "gw")?;
-        if let Some(gw) = gw {
-            if gw.is_ipv4() != dst.addr().is_ipv4() {
+        if let Some(gw) = gw
+            && gw.is_ipv4() != dst.addr().is_ipv4() {
                 return Err(ConfigError::invalid(format!("{rf}.gw"), format!("{gw} is not of the family of {dst}")));
             }
-        }
         out.push(RouteConf { dst: dst.trunc(), gw });
     }
     Ok(out)

@@ -38,11 +38,10 @@ pub fn require_root() {
             let name = e.file_name().to_string_lossy().to_string();
             let Some(rest) = name.strip_prefix(PREFIX) else { continue };
             let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists() {
                     let _ = Command::new("ip").args(["netns", "del", &name]).status();
                 }
-            }
         }
     });
 }
