@@ -193,6 +193,22 @@ fn shares_store_with_reference_host_local() {
     assert!(node.reserved().is_empty());
 }
 
+/// Removes libcni's cached results (`/var/lib/cni/results/<network>-*`) of the given networks on drop, so a
+/// failing run leaves nothing behind.
+struct ResultCache(Vec<String>);
+
+impl Drop for ResultCache {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") else { return };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if self.0.iter().any(|n| name.starts_with(&format!("{n}-"))) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 fn cnitool() -> PathBuf {
     let p = std::env::var_os("CNITOOL")
         .map(PathBuf::from)
@@ -256,6 +272,7 @@ fn cnitool_drives_add_check_del_status_gc() {
 
     // A 1.1.0 network of ours alone, on its own bridge.
     let net2 = format!("{}-b", node.network);
+    let _cache = ResultCache(vec![node.network.clone(), net2.clone()]);
     let mut ours2 = plugin(node.conf("1.1.0", "10.92.1.0/24"));
     ours2["bridge"] = json!(format!("{}b", node.bridge));
     let list2 = json!({"cniVersion": "1.1.0", "name": net2, "plugins": [ours2]});
