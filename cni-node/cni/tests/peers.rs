@@ -242,6 +242,7 @@ fn run_cnitool(node: &Node, confdir: &std::path::Path, args: &[&str], cap_args: 
 #[test]
 fn cnitool_drives_add_check_del_status_gc() {
     let node = Node::new();
+    let _cache = ResultCache(vec![node.network.clone(), format!("{}-b", node.network)]);
     let confdir = tempfile::tempdir().expect("tempdir");
     let plugin = |conf: Value| {
         let mut c = conf;
@@ -272,7 +273,6 @@ fn cnitool_drives_add_check_del_status_gc() {
 
     // A 1.1.0 network of ours alone, on its own bridge.
     let net2 = format!("{}-b", node.network);
-    let _cache = ResultCache(vec![node.network.clone(), net2.clone()]);
     let mut ours2 = plugin(node.conf("1.1.0", "10.92.1.0/24"));
     ours2["bridge"] = json!(format!("{}b", node.bridge));
     let list2 = json!({"cniVersion": "1.1.0", "name": net2, "plugins": [ours2]});
