@@ -2,7 +2,9 @@
 //! `bench_proxy LISTEN_ADDR BACKEND_ADDR [WORKER_THREADS]` routes every request to BACKEND_ADDR.
 //! `tests/bench/l7.sh` uses it when `CAUSEWAY_ENGINE_ONLY=1`.
 
-use causeway_model::{Backend, Endpoint, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, VirtualHost};
+use causeway_model::{
+    Backend, Endpoint, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, VirtualHost,
+};
 use causeway_proxy::{Proxy, ProxyConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,8 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers: usize = args.next().map(|w| w.parse()).transpose()?.unwrap_or(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
     runtime.block_on(async move {
-        let config =
-            ProxyConfig { http_addr: listen, https_addr: "127.0.0.1:0".parse()?, ..ProxyConfig::default() };
+        let config = ProxyConfig { http_addr: listen, https_addr: "127.0.0.1:0".parse()?, ..ProxyConfig::default() };
         let proxy = Proxy::bind(config, &prometheus::Registry::new()).await?;
         proxy.store(RouteTable {
             virtual_hosts: vec![VirtualHost {
@@ -32,7 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..RouteTable::default()
         });
         eprintln!("bench_proxy: {} -> {backend}", proxy.local_addrs().http);
-        proxy.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+        proxy
+            .serve(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
         Ok(())
     })
 }

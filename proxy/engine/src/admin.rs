@@ -153,9 +153,7 @@ fn admin(state: &AdminState, req: Request<Incoming>) -> Response<ProxyBody> {
                 .unwrap_or_else(|e| format!("# encoding failed: {e}\n"));
             with_type(Response::new(ProxyBody::full(text)), "text/plain; version=0.0.4; charset=utf-8")
         }
-        "/debug/routes" => {
-            with_type(Response::new(ProxyBody::full(state.view.routes_json())), "application/json")
-        }
+        "/debug/routes" => with_type(Response::new(ProxyBody::full(state.view.routes_json())), "application/json"),
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -4,8 +4,8 @@
 //! The request path never looks a label set up: [`RouteStats`] handles are resolved when a table is compiled.
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -47,15 +47,15 @@ impl Metrics {
             &["ingress", "service"],
         )?;
         let upstream_connect_errors = IntCounterVec::new(
-            Opts::new("causeway_upstream_connect_errors_total", "Failed or timed-out connects to endpoints, by Service."),
+            Opts::new(
+                "causeway_upstream_connect_errors_total",
+                "Failed or timed-out connects to endpoints, by Service.",
+            ),
             &["service"],
         )?;
-        let table_swaps =
-            IntCounter::new("causeway_route_table_swaps_total", "Route tables compiled and swapped in.")?;
-        let last_swap = Gauge::new(
-            "causeway_route_table_last_swap_timestamp_seconds",
-            "Unix time of the last route table swap.",
-        )?;
+        let table_swaps = IntCounter::new("causeway_route_table_swaps_total", "Route tables compiled and swapped in.")?;
+        let last_swap =
+            Gauge::new("causeway_route_table_last_swap_timestamp_seconds", "Unix time of the last route table swap.")?;
         let diagnostics = IntGaugeVec::new(
             Opts::new(
                 "causeway_route_table_diagnostics",

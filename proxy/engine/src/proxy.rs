@@ -104,15 +104,8 @@ impl Proxy {
             .max_concurrent_streams(256);
 
         let l4 = L4Manager::new(metrics.clone(), table.clone(), config.timeouts.clone(), config.limits.clone());
-        let shared = Arc::new(Shared {
-            table,
-            compiler: parking_lot::Mutex::new(compiler),
-            metrics,
-            config,
-            tls,
-            builder,
-            l4,
-        });
+        let shared =
+            Arc::new(Shared { table, compiler: parking_lot::Mutex::new(compiler), metrics, config, tls, builder, l4 });
         Ok(Self { handle: ProxyHandle { shared }, http, https, addrs })
     }
 
@@ -398,10 +391,7 @@ async fn forward(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     append_forwarded_for(headers, conn);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     let up_req = Request::from_parts(parts, UpBody::new(body, limit));
 
     let sent = upstream::send(

@@ -266,8 +266,7 @@ impl Compiler {
                 PathMatch::Exact(_) => std::cmp::Reverse(usize::MAX),
             });
         }
-        let default_route =
-            table.default_route.as_ref().map(|r| self.route(r, &mut stats_by_label, &mut backends));
+        let default_route = table.default_route.as_ref().map(|r| self.route(r, &mut stats_by_label, &mut backends));
 
         let certs = self.certificates(&table, &mut diags);
         let l4 = self.l4(&table, &mut diags);

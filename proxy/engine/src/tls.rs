@@ -67,7 +67,8 @@ pub(crate) fn load_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCert, St
     if chain.is_empty() {
         return Err("tls.crt holds no certificate".to_owned());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls.key is not a valid PEM private key: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls.key is not a valid PEM private key: {e}"))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("tls.key is not a supported key type: {e}"))?;
     let not_after = not_after_unix(chain[0].as_ref());

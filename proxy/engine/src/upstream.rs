@@ -178,6 +178,8 @@ pub(crate) async fn send(
     Err(SendError::Connect { timed_out })
 }
 
+// The request travels back by value on the rare "not sent" path; boxing it would cost every request an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Unsent(Request<UpBody>),
     Failed(SendError),

@@ -12,8 +12,13 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn routes_by_host_wildcard_and_path_precedence() {
-    let (root, api, exact, wild, any) =
-        (echo_backend("root").await, echo_backend("api").await, echo_backend("exact").await, echo_backend("wild").await, echo_backend("any").await);
+    let (root, api, exact, wild, any) = (
+        echo_backend("root").await,
+        echo_backend("api").await,
+        echo_backend("exact").await,
+        echo_backend("wild").await,
+        echo_backend("any").await,
+    );
     let proxy = start_proxy(local_config()).await;
     let diags = proxy.handle.store(table(vec![
         vhost(
@@ -63,7 +68,12 @@ async fn answers_404_without_route_and_503_without_endpoints() {
     assert_eq!(get(proxy.http, "b.example.com", "/app").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(proxy.http, "a.example.com", "/empty").await.status, StatusCode::SERVICE_UNAVAILABLE);
     let m = proxy.metrics_text();
-    assert!(m.contains(r#"causeway_http_requests_total{ingress="default/ing-none",service="default/none",status_class="5xx"} 1"#), "{m}");
+    assert!(
+        m.contains(
+            r#"causeway_http_requests_total{ingress="default/ing-none",service="default/none",status_class="5xx"} 1"#
+        ),
+        "{m}"
+    );
     assert!(m.contains(r#"causeway_http_requests_total{ingress="",service="",status_class="4xx"} 3"#), "{m}");
 }
 
@@ -137,8 +147,7 @@ async fn request_body_over_the_limit_gets_413() {
         (0..10).map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b'b'; 300])))).collect();
     let stream_body = StreamBody::new(futures::stream::iter(chunks));
     let stream = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let req = Request::post("/body").header("host", "a.test").body(stream_body).unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -202,13 +211,18 @@ async fn keep_alive_connections_to_endpoints_are_reused() {
 async fn round_robin_spreads_requests_over_endpoints() {
     let (b1, b2, b3) = (echo_backend("b1").await, echo_backend("b2").await, echo_backend("b3").await);
     let proxy = start_proxy(local_config()).await;
-    proxy.handle.store(table(vec![vhost("*", vec![mk_route(PathMatch::prefix("/"), "b", &[b1.addr, b2.addr, b3.addr])])]));
+    proxy
+        .handle
+        .store(table(vec![vhost("*", vec![mk_route(PathMatch::prefix("/"), "b", &[b1.addr, b2.addr, b3.addr])])]));
     let mut c = H1::connect(proxy.http).await;
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..30 {
         *seen.entry(c.get("a.test", "/").await.backend()).or_insert(0) += 1;
     }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [("b1".to_owned(), 10), ("b2".to_owned(), 10), ("b3".to_owned(), 10)]);
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [("b1".to_owned(), 10), ("b2".to_owned(), 10), ("b3".to_owned(), 10)]
+    );
 }
 
 #[tokio::test]
@@ -257,10 +271,12 @@ async fn h2c_with_prior_knowledge() {
     let proxy = start_proxy(local_config()).await;
     proxy.handle.store(table(vec![vhost("h2.test", vec![mk_route(PathMatch::prefix("/"), "b", &[b.addr])])]));
     let stream = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let mut pending = Vec::new();
     for i in 0..10 {
@@ -285,7 +301,10 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     let mut c = H1::connect(proxy.http).await;
     let in_flight = tokio::spawn(async move { c.get("a.test", "/sleep/500").await });
     // Wait until the request has reached the backend, then ask the proxy to stop.
-    assert!(eventually(Duration::from_secs(5), || async { b.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async { b.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 })
+            .await
+    );
     let started = std::time::Instant::now();
     let serve = proxy.begin_shutdown();
     let a = in_flight.await.unwrap();
@@ -304,7 +323,10 @@ async fn drain_is_bounded() {
     proxy.handle.store(table(vec![vhost("*", vec![mk_route(PathMatch::prefix("/"), "b", &[b.addr])])]));
     let mut c = H1::connect(proxy.http).await;
     let in_flight = tokio::spawn(async move { c.send(get_req("a.test", "/sleep/20000")).await });
-    assert!(eventually(Duration::from_secs(5), || async { b.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async { b.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 })
+            .await
+    );
     let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), proxy.begin_shutdown()).await.unwrap().unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "serve returned after {:?}", started.elapsed());

@@ -202,7 +202,9 @@ async fn udp_flows_round_robin_survive_swaps_and_idle_out() {
     // After the idle timeout the flow is forgotten and the next datagram follows the current table (a).
     assert!(
         eventually(Duration::from_secs(5), || async {
-            proxy.metrics_text().contains(r#"causeway_l4_active_connections{protocol="udp",service="default/dns:80"} 0"#)
+            proxy
+                .metrics_text()
+                .contains(r#"causeway_l4_active_connections{protocol="udp",service="default/dns:80"} 0"#)
         })
         .await
     );

@@ -25,8 +25,10 @@ async fn hundred_swaps_under_load_with_an_open_websocket() {
     // route and an extra host come and go; the WebSocket's route changes endpoints too.
     let version = |i: usize| {
         // Even versions never send `load.test/` to b2, so a request that b2 answers went to `/extra*`.
-        let subset: Vec<_> =
-            (0..3).filter(|&k| if i % 2 == 0 { k != 2 } else { (i + k) % 3 != 0 }).map(|k| addrs[k]).collect();
+        let subset: Vec<_> = (0..3)
+            .filter(|&k| if i.is_multiple_of(2) { k != 2 } else { !(i + k).is_multiple_of(3) })
+            .map(|k| addrs[k])
+            .collect();
         let mut load_routes = vec![mk_route(PathMatch::prefix("/"), "load", &subset)];
         if i % 2 == 1 {
             load_routes.push(mk_route(PathMatch::prefix(&format!("/extra{i}")), "extra", &[addrs[2]]));
@@ -35,7 +37,7 @@ async fn hundred_swaps_under_load_with_an_open_websocket() {
             vhost("load.test", load_routes),
             vhost("ws.test", vec![mk_route(PathMatch::prefix("/"), "ws", &addrs[..1 + i % 3])]),
         ];
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             hosts.push(vhost(&format!("h{i}.test"), vec![mk_route(PathMatch::prefix("/"), "tmp", &[addrs[1]])]));
         }
         table(hosts)

@@ -65,7 +65,11 @@ async fn broken_certificate_is_a_diagnostic_and_its_hosts_get_the_default() {
     let diags = proxy.handle.store(t.clone());
     let mut named: Vec<_> = diags.iter().map(|d| (d.severity, d.object.name.as_str())).collect();
     named.sort();
-    assert_eq!(named, [(Severity::Error, "garbage"), (Severity::Error, "mismatched"), (Severity::Error, "nokey")], "{diags:?}");
+    assert_eq!(
+        named,
+        [(Severity::Error, "garbage"), (Severity::Error, "mismatched"), (Severity::Error, "nokey")],
+        "{diags:?}"
+    );
     assert!(diags.iter().any(|d| d.message.contains("does not match")), "{diags:?}");
     assert_eq!(causeway_proxy::check(&t).unwrap(), diags, "check() reports the same");
 

@@ -3,8 +3,7 @@
 
 use bytes::Bytes;
 use causeway_model::{
-    Backend, Endpoint, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, TlsCertificate,
-    VirtualHost,
+    Backend, Endpoint, HostPattern, ObjectRef, PathMatch, Route, RouteTable, ServiceRef, TlsCertificate, VirtualHost,
 };
 use causeway_proxy::{Proxy, ProxyConfig, ProxyHandle};
 use futures::{SinkExt, StreamExt};
