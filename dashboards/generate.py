@@ -289,8 +289,65 @@ def per_ingress():
 
 def node_agent():
     d = Dashboard("causeway-node", "Causeway / Node agent",
-                  "causeway-node on every node: Service rule syncs, routes to other nodes, IPAM.",
-                  ["causeway"], [("node", "Node", "label_values(up, instance)")])
+                  "causeway-node on every node: Service rule syncs (iptables-restore), network programming "
+                  "latency, routes to other nodes' pod CIDRs.",
+                  ["causeway"],
+                  [("instance", "Node agent", "label_values(causeway_node_last_sync_timestamp_seconds, instance)")])
+    d.row("Health")
+    d.panel("stat", "Node agents", [f"count(causeway_node_last_sync_timestamp_seconds{{{INST}}})"],
+            "Agents scraped.", unit="short", w=6, h=5)
+    d.panel("stat", "Agents without a sync in 2 minutes",
+            [f"count(time() - causeway_node_last_sync_timestamp_seconds{{{INST}}} > 120)"
+             f" or count(causeway_node_last_sync_timestamp_seconds{{{INST}}}) * 0"],
+            "Agents whose last successful rule sync is older than 2 minutes (the periodic sync runs every 30 s).",
+            unit="short", w=6, h=5,
+            field={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                  {"color": "red", "value": 1}]}})
+    d.panel("stat", "Rule sync failures per minute",
+            [f"sum(rate(causeway_node_sync_failures_total{{{INST}}}[{RATE}])) * 60"], unit="short", w=6, h=5,
+            field={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                  {"color": "red", "value": 0.001}]}})
+    d.panel("stat", "p99 network programming latency",
+            [f"histogram_quantile(0.99, sum by (le) "
+             f"(rate(causeway_node_network_programming_latency_seconds_bucket{{{INST}}}[{RATE}])))"],
+            "From a change of Services, EndpointSlices or Nodes (as the source saw it) to its rules applied.",
+            unit="s", w=6, h=5)
+    d.panel("table", "Agents: seconds since the last successful sync",
+            [(f"max by (instance) (time() - causeway_node_last_sync_timestamp_seconds{{{INST}}})", "")],
+            "A very large value: the agent never synced since it started.", unit="s", w=24, h=6,
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True},
+                                                             "renameByName": {"Value": "seconds"}}}])
+    d.row("Rule syncs")
+    d.panel("timeseries", "Rule syncs by kind",
+            [(f"sum by (instance, kind) (rate(causeway_node_syncs_total{{{INST}}}[{RATE}]))", "{{instance}} {{kind}}")],
+            "Full syncs rewrite every chain; partial syncs only the Services that changed.", unit="ops", w=12)
+    d.panel("timeseries", "Rule sync failures by reason",
+            [(f"sum by (instance, reason, family) (rate(causeway_node_sync_failures_total{{{INST}}}[{RATE}]))",
+              "{{instance}} {{reason}} {{family}}")],
+            "iptables-restore refused the rules or could not run; the agent retries.", unit="ops", w=12)
+    d.panel("timeseries", "Sync duration",
+            [(f"histogram_quantile({q}, sum by (le, kind) "
+              f"(rate(causeway_node_sync_duration_seconds_bucket{{{INST}}}[{RATE}])))", f"p{int(q * 100)} {{{{kind}}}}")
+             for q in (0.5, 0.99)],
+            "Time to render and apply the rules.", unit="s", w=12)
+    d.panel("timeseries", "Network programming latency",
+            [(f"histogram_quantile({q}, sum by (le) "
+              f"(rate(causeway_node_network_programming_latency_seconds_bucket{{{INST}}}[{RATE}])))", f"p{int(q * 100)}")
+             for q in (0.5, 0.99)], unit="s", w=12)
+    d.row("Rules and routes")
+    d.panel("timeseries", "Service ports programmed",
+            [(f"max by (instance) (causeway_node_service_ports{{{INST}}})", "{{instance}}")], unit="short", w=8)
+    d.panel("timeseries", "iptables rules owned",
+            [(f"max by (instance) (causeway_node_iptables_rules{{{INST}}})", "{{instance}}")], unit="short", w=8)
+    d.panel("timeseries", "Diagnostics (objects skipped)",
+            [(f"max by (instance) (causeway_node_diagnostics{{{INST}}})", "{{instance}}")], unit="short", w=8)
+    d.panel("timeseries", "Routes to other nodes",
+            [(f"max by (instance) (causeway_node_routes{{{INST}}})", "{{instance}}")],
+            "Routes `podCIDR via nodeInternalIP`, one per other node.", unit="short", w=12)
+    d.panel("timeseries", "Route reconcile failures by reason",
+            [(f"sum by (instance, reason) (rate(causeway_node_route_sync_failures_total{{{INST}}}[{RATE}]))",
+              "{{instance}} {{reason}}")],
+            "netlink refused a route (for example a node address on no connected network).", unit="ops", w=12)
     return d
 
 

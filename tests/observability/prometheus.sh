@@ -7,7 +7,9 @@
 #   2. Builds `causeway` and `causeway-node` (debug) unless CAUSEWAY_BIN / CAUSEWAY_NODE_BIN name them.
 #   3. In a throwaway network namespace (nothing is asked of the root namespace; every address is on its `lo`):
 #      an HTTP backend, `causeway run --manifests` over a generated directory (Ingress over HTTP and HTTPS, a
-#      Service whose endpoint is down, two L4 proxy listeners), `causeway-node --manifests` on the same objects.
+#      Service whose endpoint is down, two L4 proxy listeners), and two `causeway-node --manifests` on the same
+#      objects: node-a healthy (its route to node-c, on no connected network, fails), node-b with an
+#      iptables-restore that fails (so the failure series exist).
 #   4. Bounded load (wrk or a curl loop, a few seconds): 2xx, 404, 502, HTTPS, failed TLS handshakes, L4.
 #   5. `promtool check metrics` on both /metrics outputs.
 #   6. Prometheus on 127.0.0.1 (a free port, 1 s scrapes); waits (with a deadline) for samples taken after the
@@ -85,6 +87,7 @@ inside() {
     HTTPS_PORT="$(free_port)"
     ADMIN_PORT="$(free_port)"
     NODE_ADMIN_PORT="$(free_port)"
+    NODE_B_ADMIN_PORT="$(free_port)"
     L4_PORT="$(free_port)"
     L4_DEAD_PORT="$(free_port)"
     PROM_PORT="$(free_port)"
@@ -218,6 +221,13 @@ metadata: {name: node-b}
 spec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24]}
 status:
   addresses: [{type: InternalIP, address: 172.18.0.3}, {type: Hostname, address: node-b}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-c}
+spec: {podCIDR: 10.244.2.0/24, podCIDRs: [10.244.2.0/24]}
+status:
+  addresses: [{type: InternalIP, address: 192.0.2.10}, {type: Hostname, address: node-c}]
 EOF
 
     # --- Processes ----------------------------------------------------------------------------------------------
@@ -231,15 +241,28 @@ EOF
     CAUSEWAY_PID=$!
     wait_http causeway "$CAUSEWAY_PID" "http://127.0.0.1:$ADMIN_PORT/readyz" || finish
 
-    # shellcheck disable=SC2086  # extra arguments are split on purpose
+    # node-a: a healthy agent (rules, routes, CNI configuration). Its route to node-c cannot be installed (no
+    # connected network reaches 192.0.2.10), which the route failure panels show.
     "$CAUSEWAY_NODE_BIN" --node-name node-a --manifests "$M" \
         --cluster-cidr 10.244.0.0/16 --service-cidr 10.96.0.0/16 \
         --cni-conf-dir "$W/cni/net.d" --cni-bin-dir "$W/cni/bin" --ipam-dir "$W/cni/networks" \
-        --proxy-mode iptables --admin-addr "127.0.0.1:$NODE_ADMIN_PORT" ${CAUSEWAY_NODE_EXTRA_ARGS:-} \
+        --proxy-mode iptables --admin-addr "127.0.0.1:$NODE_ADMIN_PORT" \
         >"$W/causeway-node.log" 2>&1 &
     PIDS+=($!)
     NODE_PID=$!
-    wait_http causeway-node "$NODE_PID" "http://127.0.0.1:$NODE_ADMIN_PORT/metrics" || finish
+    wait_http causeway-node "$NODE_PID" "http://127.0.0.1:$NODE_ADMIN_PORT/readyz" || finish
+    # node-b: an agent whose iptables-restore fails (rule sync failures); no routes, no CNI, sysctls in a scratch dir.
+    printf '#!/bin/sh\ncat >/dev/null\necho "iptables-restore: line 2 failed (observability test)" >&2\nexit 1\n' \
+        >"$W/iptables-restore-broken"
+    chmod +x "$W/iptables-restore-broken"
+    mkdir -p "$W/sysctl-b"
+    "$CAUSEWAY_NODE_BIN" --node-name node-b --manifests "$M" --cluster-cidr 10.244.0.0/16 \
+        --service-cidr 10.96.0.0/16 --no-cni --no-routes --sysctl-root "$W/sysctl-b" \
+        --iptables-restore "$W/iptables-restore-broken" --admin-addr "127.0.0.1:$NODE_B_ADMIN_PORT" \
+        >"$W/causeway-node-b.log" 2>&1 &
+    PIDS+=($!)
+    NODE_B_PID=$!
+    wait_http causeway-node-b "$NODE_B_PID" "http://127.0.0.1:$NODE_B_ADMIN_PORT/metrics" || finish
 
     cat >"$W/prometheus.yml" <<EOF
 global:
@@ -250,7 +273,9 @@ scrape_configs:
   - job_name: causeway
     static_configs: [{targets: ["127.0.0.1:$ADMIN_PORT"]}]
   - job_name: causeway-node
-    static_configs: [{targets: ["127.0.0.1:$NODE_ADMIN_PORT"], labels: {node: node-a}}]
+    static_configs:
+      - {targets: ["127.0.0.1:$NODE_ADMIN_PORT"], labels: {node: node-a}}
+      - {targets: ["127.0.0.1:$NODE_B_ADMIN_PORT"], labels: {node: node-b}}
 EOF
     if promtool check config "$W/prometheus.yml" >"$W/promtool-config.out" 2>&1; then
         ok "promtool check config"
@@ -283,7 +308,7 @@ EOF
         done
         ok "$name"
     }
-    wait_prom "Prometheus scrapes both targets" 'count(up == 1) == 2' || finish
+    wait_prom "Prometheus scrapes every target" 'count(up == 1) == 3' || finish
 
     # --- Load (bounded) -----------------------------------------------------------------------------------------
     H="http://127.0.0.1:$HTTP_PORT"
@@ -333,7 +358,7 @@ EOF
     load_done=$(date +%s)
 
     # --- promtool check metrics ---------------------------------------------------------------------------------
-    for target in "causeway $ADMIN_PORT" "causeway-node $NODE_ADMIN_PORT"; do
+    for target in "causeway $ADMIN_PORT" "causeway-node $NODE_ADMIN_PORT" "causeway-node-b $NODE_B_ADMIN_PORT"; do
         set -- $target
         if curl -fsS --max-time 5 "http://127.0.0.1:$2/metrics" >"$W/$1.metrics" 2>"$W/$1.metrics.err"; then
             if promtool check metrics <"$W/$1.metrics" >"$W/$1.promtool" 2>&1; then
@@ -350,7 +375,7 @@ EOF
     # --- Every dashboard query ----------------------------------------------------------------------------------
     # Samples taken after the load ended, from both targets, so that rates over the load are complete.
     wait_prom "Prometheus has samples from after the load" \
-        "count(timestamp(up) > $((load_done + 1))) == 2" || finish
+        "count(timestamp(up) > $((load_done + 1))) == 3" || finish
     set +e
     python3 "$HERE/check_dashboards.py" --dashboards "$ROOT/dashboards" --prometheus "$PROM" >"$W/dashboards.out" 2>&1
     set -e
