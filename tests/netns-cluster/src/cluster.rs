@@ -2,7 +2,7 @@
 //! node agent on every node, the edge proxy on node 1, and pods created through the CNI plugin.
 //!
 //! ```text
-//!                    netns <run>-u:  br0
+//!                    netns <run>-u:  br0 172.18.0.1 (the nodes' default gateway)
 //!          ┌──────────────┬──────────┴───┬──────────────┐
 //!   <run>-n1 eth0     <run>-n2 eth0   <run>-n3 eth0   <run>-cl eth0
 //!   172.18.0.2        172.18.0.3      172.18.0.4      172.18.0.100
@@ -34,6 +34,8 @@ use crate::sys::{self, Proc};
 
 /// Number of nodes.
 pub const NODES: usize = 3;
+/// The node network's gateway (held by the underlay namespace's bridge).
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
 /// The outside client's address on the node network.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 100);
 /// The cluster (pod) CIDR.
@@ -153,6 +155,9 @@ impl Cluster {
         let underlay = Netns::create(format!("{run}-u"))?;
         sys::ip_in(&underlay.name, &["link", "add", "br0", "type", "bridge"])?;
         sys::ip_in(&underlay.name, &["link", "set", "br0", "up"])?;
+        // The underlay namespace also plays the node network's gateway (docker's bridge address in kind), so
+        // nodes have a default route like real ones; it forwards nothing (forwarding is off in a new namespace).
+        sys::ip_in(&underlay.name, &["addr", "add", &format!("{GATEWAY_IP}/24"), "dev", "br0"])?;
         let plug = |ns: &Netns, port: &str, addr: Ipv4Addr| -> Result<()> {
             sys::ip_in(&underlay.name, &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
             sys::ip_in(&underlay.name, &["link", "set", port, "master", "br0", "up"])?;
@@ -166,16 +171,16 @@ impl Cluster {
             let name = format!("node{}", i + 1);
             let ns = Netns::create(format!("{run}-n{}", i + 1))?;
             plug(&ns, &format!("vn{}", i + 1), node_ip(i))?;
-            // A node's prerequisites as kubeadm's preflight demands them (kind's node image has them): IPv4
-            // forwarding. Set inside the node's namespace only.
-            sys::run(sys::in_ns(&ns.name, "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+            sys::ip_in(&ns.name, &["route", "add", "default", "via", &GATEWAY_IP.to_string()])?;
+            // No sysctl is set here: forwarding and bridge-nf-call-iptables are the agent's job (it sets them
+            // in its own namespace), and a fresh namespace starts with forwarding off, so the checks see
+            // whether it did.
             let node_dir = dir.join(&name);
             let (conf_dir, bin_dir, ipam_dir) = (node_dir.join("net.d"), node_dir.join("bin"), node_dir.join("ipam"));
             for d in [&conf_dir, &bin_dir, &ipam_dir] {
                 cni::ensure_dir(d)?;
             }
-            // What an installer DaemonSet does: put the plugin into the node's CNI bin dir.
-            cni::install_plugin(&bin_dir, "causeway-cni", &bins.cni)?;
+            // The plugin binary is not put there: causeway-node installs it (from next to its own executable).
             let agent_log = node_dir.join("agent.log");
             nodes.push(Node { name, ip: node_ip(i), ns, conf_dir, bin_dir, ipam_dir, agent: None, agent_log });
         }
@@ -411,6 +416,23 @@ impl Cluster {
     pub fn ipam_store(&self, i: usize) -> Result<PathBuf> {
         let net = cni::load_network(&self.nodes[i].conf_dir)?;
         Ok(self.nodes[i].ipam_dir.join(net.name))
+    }
+
+    /// The addresses node `i`'s IPAM store holds (one file per allocated IP, host-local's layout).
+    pub fn ipam_addresses(&self, i: usize) -> Result<std::collections::BTreeSet<Ipv4Addr>> {
+        let store = self.ipam_store(i)?;
+        let entries = match std::fs::read_dir(&store) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(Error::io(format!("listing {}", store.display()), e)),
+        };
+        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect())
+    }
+
+    /// The veth interfaces in node `i`'s namespace (one host end per pod).
+    pub fn veths(&self, i: usize) -> Result<Vec<String>> {
+        let out = sys::ip_in(self.node_ns(i), &["-o", "link", "show", "type", "veth"])?;
+        Ok(out.lines().filter_map(|l| l.split(':').nth(1)).map(|n| n.trim().split('@').next().unwrap_or_default().to_string()).collect())
     }
 
     // === requests ===

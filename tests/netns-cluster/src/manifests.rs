@@ -37,16 +37,21 @@ impl ManifestDir {
         std::fs::rename(&tmp, &dst).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), dst.display()), e))
     }
 
-    /// Writes `stem.yaml` in place with only the first `fraction` of the text of `docs`, as a writer that
-    /// crashed half-way would leave it.
-    pub fn write_truncated(&self, stem: &str, docs: &[Value], fraction: f64) -> Result<()> {
+    /// Writes `stem.yaml` in place, cut off inside a quoted value about `fraction` of the way through, as a
+    /// writer that crashed half-way would leave it. The cut lands just after an opening quote, so the text is
+    /// never accidentally a complete, valid document. Returns the number of bytes written.
+    pub fn write_truncated(&self, stem: &str, docs: &[Value], fraction: f64) -> Result<usize> {
         let text = yaml::to_yaml_stream(docs);
-        let mut cut = ((text.len() as f64) * fraction) as usize;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let from = ((text.len() as f64) * fraction.clamp(0.0, 1.0)) as usize;
+        let cut = text
+            .char_indices()
+            .skip_while(|(i, _)| *i < from)
+            .find(|(i, _)| text[*i..].starts_with(": \""))
+            .map(|(i, _)| i + 4)
+            .ok_or_else(|| Error::check(format!("no quoted value after byte {from} to cut {stem}.yaml in")))?;
         let dst = self.file(stem);
-        std::fs::write(&dst, &text.as_bytes()[..cut]).map_err(|e| Error::io(format!("writing {}", dst.display()), e))
+        std::fs::write(&dst, &text.as_bytes()[..cut]).map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
+        Ok(cut)
     }
 
     /// Removes `stem.yaml` (a delete event for its objects).

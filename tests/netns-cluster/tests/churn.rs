@@ -1,0 +1,344 @@
+//! Changes while running and bad input, on one shared three-node cluster: scaling a Service up and down under
+//! load (through kube-proxy-style rules and through the edge proxy), deleting a pod, ADDs that fail, an agent
+//! killed and restarted, and a manifests file written half-way. Each check is a named step; the cluster is
+//! removed whatever happens.
+//!
+//! Pods: `s1` (node1), `s2` and `x2` (node2), `cl` (node3, the in-cluster client); `s3` joins during scaling.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use causeway_netns_cluster::cluster::{AGENT_ADMIN, NODES, POD_PORT, node_ip};
+use causeway_netns_cluster::netns::Netns;
+use causeway_netns_cluster::objects::{self, IngressPath};
+use causeway_netns_cluster::probe::{LoopRecord, now_ms};
+use causeway_netns_cluster::{Cluster, Error, PodSpec, Result, Suite, Svc, SvcPort, ensure, sys};
+
+const SCALE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const LATE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
+const HALF_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 22);
+const SCALE_HOST: &str = "scale.example.test";
+const CONVERGE: Duration = Duration::from_secs(10);
+/// The bound: a changed EndpointSlice moves traffic within 2 s.
+const MOVE_WITHIN_MS: u64 = 2000;
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+fn scale_svc() -> Svc {
+    Svc::new("scale", SCALE_IP, vec![SvcPort::tcp("http", 80, POD_PORT)])
+}
+
+fn populate(c: &mut Cluster) -> Result<()> {
+    c.add_pod("s1", 0, PodSpec::default())?;
+    c.add_pod("s2", 1, PodSpec::default())?;
+    c.add_pod("x2", 1, PodSpec::default())?;
+    c.add_pod("cl", 2, PodSpec::default())?;
+    c.apply_service(&scale_svc(), &["s1", "s2"])?;
+    let path = IngressPath { host: SCALE_HOST.into(), path: "/".into(), service: "scale".into(), port: 80 };
+    c.manifests.write("ingress", &[objects::ingress("scale", &[path], &[])])
+}
+
+/// A running request loop and where its output goes.
+struct Loop {
+    name: &'static str,
+    proc: sys::Proc,
+}
+
+impl Loop {
+    fn records(&self) -> Vec<LoopRecord> {
+        LoopRecord::parse(&std::fs::read_to_string(&self.proc.log).unwrap_or_default())
+    }
+}
+
+fn answered_by(recs: &[LoopRecord], pod: &str) -> Vec<u64> {
+    recs.iter().filter(|r| r.outcome.as_ref().is_ok_and(|rep| rep.pod == pod)).map(|r| r.at_ms).collect()
+}
+
+fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
+    let cl = c.pod_ns("cl")?;
+    let client = c.client.name.clone();
+    // Both paths serve the two first endpoints before load starts.
+    let want: BTreeSet<String> = ["s1", "s2"].iter().map(|s| s.to_string()).collect();
+    sys::poll("cl -> scale to reach both s1 and s2", CONVERGE, Duration::from_millis(50), || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..12 {
+            seen.insert(c.probe.get(&cl, sa(SCALE_IP, 80), None, "/", Duration::from_millis(700))?.pod);
+        }
+        if seen == want { Ok(()) } else { Err(Error::check(format!("seen {seen:?}"))) }
+    })?;
+    sys::poll("the edge proxy to route scale.example.test", Duration::from_secs(15), Duration::from_millis(100), || {
+        c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_millis(700))
+    })?;
+
+    let spawn = |name: &'static str, ns: &str, to: SocketAddr, host: Option<&str>| -> Result<Loop> {
+        let log = c.dir.join(format!("loop-{name}.log"));
+        let proc = c.probe.spawn_loop(ns, to, host, Duration::from_secs(40), Duration::from_millis(50), &log)?;
+        Ok(Loop { name, proc })
+    };
+    let mut loops = vec![
+        spawn("ClusterIP from cl", &cl, sa(SCALE_IP, 80), None)?,
+        spawn("Ingress from outside", &client, sa(node_ip(0), 80), Some(SCALE_HOST))?,
+    ];
+    for l in &loops {
+        sys::poll(&format!("the {} loop to start", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
+            if l.records().len() >= 4 { Ok(()) } else { Err(Error::check("fewer than 4 requests")) }
+        })?;
+    }
+
+    // Scale up: a new pod through ADD, then the slice lists it.
+    c.add_pod("s3", 2, PodSpec::default())?;
+    c.apply_service(&scale_svc(), &["s1", "s2", "s3"])?;
+    let t_up = now_ms();
+    let mut report = Vec::new();
+    for l in &loops {
+        let first = sys::poll(&format!("{}: a request answered by s3 after scale-up", l.name), Duration::from_secs(6), Duration::from_millis(50), || {
+            answered_by(&l.records(), "s3").into_iter().find(|&t| t >= t_up).ok_or_else(|| Error::check("none yet"))
+        })?;
+        report.push(format!("{}: s3 after {} ms", l.name, first.saturating_sub(t_up)));
+        ensure!(first.saturating_sub(t_up) <= MOVE_WITHIN_MS, "{}: first answer from s3 {} ms after the slice listed it (bound {MOVE_WITHIN_MS} ms)", l.name, first - t_up);
+    }
+
+    // Scale down: s1 leaves the slice; once no new request reaches it, its pod is deleted (CNI DEL).
+    c.apply_service(&scale_svc(), &["s2", "s3"])?;
+    let t_down = now_ms();
+    let window_end = t_down + MOVE_WITHIN_MS + 500;
+    for l in &loops {
+        sys::poll(&format!("{}: requests past the scale-down window", l.name), Duration::from_secs(6), Duration::from_millis(50), || {
+            if l.records().iter().filter(|r| r.at_ms > window_end).count() >= 4 { Ok(()) } else { Err(Error::check("not yet")) }
+        })?;
+        let recs = l.records();
+        let last_s1 = answered_by(&recs, "s1").into_iter().max().unwrap_or(0);
+        report.push(format!("{}: last s1 {} ms after scale-down", l.name, last_s1.saturating_sub(t_down)));
+        ensure!(
+            last_s1 <= t_down + MOVE_WITHIN_MS,
+            "{}: s1 still answered {} ms after it left the slice (bound {MOVE_WITHIN_MS} ms)",
+            l.name,
+            last_s1 - t_down
+        );
+    }
+    c.delete_pod("s1")?;
+    let t_del = now_ms();
+    for l in &loops {
+        sys::poll(&format!("{}: requests after s1's DEL", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
+            if l.records().iter().filter(|r| r.at_ms > t_del + 300).count() >= 10 { Ok(()) } else { Err(Error::check("not yet")) }
+        })?;
+    }
+    for l in &mut loops {
+        l.proc.kill();
+    }
+    // No request may have failed: every one went to an endpoint that was alive and listed (or still listed).
+    for l in &loops {
+        let recs = l.records();
+        let failed: Vec<String> = recs
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().err().map(|e| format!("at t_up{:+} ms: {e}", r.at_ms as i64 - t_up as i64)))
+            .collect();
+        ensure!(failed.is_empty(), "{}: {} of {} requests failed during scaling: {}", l.name, failed.len(), recs.len(), failed.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+        let after: BTreeSet<String> = recs
+            .iter()
+            .filter(|r| r.at_ms > t_del)
+            .filter_map(|r| r.outcome.as_ref().ok().map(|rep| rep.pod.clone()))
+            .collect();
+        ensure!(after.iter().all(|p| p == "s2" || p == "s3"), "{}: after scale-down, answered by {after:?}", l.name);
+    }
+    eprintln!("  {}", report.join("; "));
+    Ok(())
+}
+
+fn deleting_a_pod_releases_its_address(c: &mut Cluster) -> Result<()> {
+    // s1 was deleted by the scaling check (if it ran); its address must be gone from node1's store.
+    let held = c.ipam_addresses(0)?;
+    let veths_before = c.veths(0)?;
+    let ip = c.add_pod("d1", 0, PodSpec::default())?;
+    ensure!(c.ipam_addresses(0)?.contains(&ip), "after ADD, node1's IPAM store does not hold d1's {ip}");
+    ensure!(c.veths(0)?.len() == veths_before.len() + 1, "ADD did not add exactly one veth on node1: {:?}", c.veths(0)?);
+    let x2 = c.pod_ns("x2")?;
+    c.get_eventually(&x2, sa(ip, POD_PORT), CONVERGE)?;
+    let pod = c.delete_pod("d1")?;
+    let now = c.ipam_addresses(0)?;
+    ensure!(!now.contains(&ip), "after DEL, node1's IPAM store still holds d1's {ip}: {now:?}");
+    ensure!(now == held, "after ADD+DEL the store changed: before {held:?}, after {now:?}");
+    ensure!(c.veths(0)? == veths_before, "after DEL, node1's veths are {:?}, before ADD {:?}", c.veths(0)?, veths_before);
+    ensure!(sys::ip_in(&pod.ns.name, &["link", "show", "eth0"]).is_err(), "after DEL, d1's netns still has eth0");
+    ensure!(c.probe.get(&x2, sa(ip, POD_PORT), None, "/", Duration::from_millis(700)).is_err(), "{ip} still answers after DEL");
+    // The released address can be allocated again: a new pod takes the next free address and serves.
+    let ip2 = c.add_pod("d2", 0, PodSpec::default())?;
+    c.get_eventually(&x2, sa(ip2, POD_PORT), CONVERGE)?;
+    c.delete_pod("d2")?;
+    Ok(())
+}
+
+fn failed_add_leaves_nothing_behind(c: &mut Cluster) -> Result<()> {
+    let node = 1;
+    let (ips, veths) = (c.ipam_addresses(node)?, c.veths(node)?);
+    // 1. A netns path that does not exist.
+    let id = format!("{}-bad1", c.run);
+    let missing = format!("/run/netns/{}-missing", c.run);
+    match c.raw_add(node, &id, &missing) {
+        Ok(r) => return Err(Error::check(format!("ADD into a missing netns succeeded: {r}"))),
+        Err(Error::Cni { msg, .. }) => ensure!(msg.contains("code"), "the failed ADD printed no CNI error JSON: {msg}"),
+        Err(e) => return Err(e),
+    }
+    ensure!(c.ipam_addresses(node)? == ips, "a failed ADD (missing netns) leaked an address: {:?} -> {:?}", ips, c.ipam_addresses(node)?);
+    ensure!(c.veths(node)? == veths, "a failed ADD (missing netns) leaked a veth: {:?}", c.veths(node)?);
+    c.raw_del(node, &id, &missing).map_err(|e| Error::check(format!("DEL after the failed ADD must succeed: {e}")))?;
+
+    // 2. The interface name is already taken inside the pod's namespace.
+    let ns = Netns::create_bare(format!("{}-bad2", c.run))?;
+    sys::ip_in(&ns.name, &["link", "add", "eth0", "type", "dummy"])?;
+    let id2 = format!("{}-bad2", c.run);
+    if let Ok(r) = c.raw_add(node, &id2, &ns.path()) {
+        return Err(Error::check(format!("ADD into a netns that already has eth0 succeeded: {r}")));
+    }
+    ensure!(c.ipam_addresses(node)? == ips, "a failed ADD (eth0 taken) leaked an address: {:?} -> {:?}", ips, c.ipam_addresses(node)?);
+    ensure!(c.veths(node)? == veths, "a failed ADD (eth0 taken) leaked a veth: {:?}", c.veths(node)?);
+    c.raw_del(node, &id2, &ns.path()).map_err(|e| Error::check(format!("DEL after the failed ADD must succeed: {e}")))?;
+    drop(ns);
+
+    // The rest of the node is untouched: its pods still talk across nodes, and a good ADD still works.
+    let cl = c.pod_ns("cl")?;
+    let s2 = c.pod(if c.pods.contains_key("s2") { "s2" } else { "x2" })?.ip;
+    c.get_eventually(&cl, sa(s2, POD_PORT), CONVERGE)?;
+    let ip = c.add_pod("good", node, PodSpec::default())?;
+    c.get_eventually(&cl, sa(ip, POD_PORT), CONVERGE)?;
+    c.delete_pod("good")?;
+    Ok(())
+}
+
+/// The `-A` rules of a nat table dump, sorted.
+fn nat_rules(dump: &str) -> Vec<String> {
+    let mut v: Vec<String> = dump.lines().filter(|l| l.starts_with("-A ")).map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn killed_agent_keeps_connectivity_and_restarted_agent_converges(c: &mut Cluster) -> Result<()> {
+    let node = 1;
+    let before = nat_rules(&c.iptables_save(node)?);
+    let routes_before = c.routes(node)?;
+    c.kill_agent(node);
+
+    // With the agent gone, what it programmed stays: cross-node pod traffic and Service traffic on node2.
+    let (cl, x2) = (c.pod_ns("cl")?, c.pod_ns("x2")?);
+    let x2_ip = c.pod("x2")?.ip;
+    let r = c.get(&cl, sa(x2_ip, POD_PORT))?;
+    ensure!(r.pod == "x2", "agent down: cl -> x2 answered by {}", r.pod);
+    let r = c.get(&x2, sa(SCALE_IP, 80))?;
+    ensure!(r.pod.starts_with('s'), "agent down: x2 -> scale answered by {}", r.pod);
+
+    // A change while it is down: a new Service.
+    let late = Svc::new("late", LATE_IP, vec![SvcPort::tcp("http", 80, POD_PORT)]);
+    c.apply_service(&late, &["cl"])?;
+    // Other nodes pick it up meanwhile.
+    c.get_eventually(&c.pod_ns("s3").or_else(|_| c.pod_ns("cl"))?, sa(LATE_IP, 80), CONVERGE)?;
+
+    c.start_agent(node)?;
+    let r = c.get_eventually(&x2, sa(LATE_IP, 80), CONVERGE)?;
+    ensure!(r.pod == "cl", "restarted agent: x2 -> late answered by {}", r.pod);
+    let ns = c.node_ns(node).to_string();
+    sys::poll("the restarted agent's /readyz", CONVERGE, Duration::from_millis(100), || {
+        c.probe.get_raw(&ns, SocketAddr::V4(AGENT_ADMIN), "/readyz", Duration::from_millis(500))
+    })?;
+
+    // Converged, not duplicated: every rule from before is still there once, and nothing appears twice.
+    let after = nat_rules(&c.iptables_save(node)?);
+    let mut dups: Vec<&String> = after.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+    dups.dedup();
+    ensure!(dups.is_empty(), "after the restart, nat rules appear twice: {dups:?}");
+    let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+    ensure!(missing.is_empty(), "after the restart, rules from before are gone: {missing:?}");
+    let routes_after = c.routes(node)?;
+    for i in (0..NODES).filter(|&i| i != node) {
+        let want = format!("10.244.{i}.0/24 via {}", node_ip(i));
+        ensure!(routes_after.contains(&want), "after the restart, node2 lacks the route {want:?}: {routes_after}");
+        ensure!(routes_before.contains(&want), "before the kill, node2 lacked the route {want:?}: {routes_before}");
+    }
+    Ok(())
+}
+
+fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
+    let half = Svc::new("half", HALF_IP, vec![SvcPort::tcp("http", 80, POD_PORT)]);
+    let eps = c.endpoints(&["x2"])?;
+    let docs = [half.to_object(), half.slice(&eps)];
+    c.manifests.write_truncated("svc-half", &docs, 0.5)?;
+    let file = "svc-half.yaml";
+    // Each watcher reports the file by name (design §4) and keeps running.
+    let mut logs: Vec<(String, std::path::PathBuf)> = c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
+    if let Some(p) = c.proxy.as_ref() {
+        logs.push(("causeway run".into(), p.log.clone()));
+    }
+    for (who, log) in &logs {
+        sys::poll(&format!("{who} to report the half-written {file}"), Duration::from_secs(5), Duration::from_millis(100), || {
+            if std::fs::read_to_string(log).unwrap_or_default().contains(file) { Ok(()) } else { Err(Error::check("not in its log")) }
+        })?;
+    }
+    for n in &mut c.nodes {
+        if let Some(status) = n.agent.as_mut().and_then(sys::Proc::exited) {
+            return Err(Error::check(format!("causeway-node on {} exited on a half-written file: {status}", n.name)));
+        }
+    }
+    // The rest keeps serving: Services, cross-node routes and the edge proxy.
+    let cl = c.pod_ns("cl")?;
+    let r = c.get(&cl, sa(SCALE_IP, 80))?;
+    ensure!(r.pod.starts_with('s'), "with a half-written file: cl -> scale answered by {}", r.pod);
+    let client = c.client.name.clone();
+    let r = c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_secs(2))?;
+    ensure!(r.pod.starts_with('s'), "with a half-written file: the Ingress answered by {}", r.pod);
+    // Completing the file applies it.
+    c.manifests.write("svc-half", &docs)?;
+    let r = c.get_eventually(&cl, sa(HALF_IP, 80), CONVERGE)?;
+    ensure!(r.pod == "x2", "completed file: cl -> half answered by {}", r.pod);
+    Ok(())
+}
+
+fn connectivity_after_churn(c: &mut Cluster) -> Result<()> {
+    let live: Vec<String> = c.pods.keys().cloned().collect();
+    for from in &live {
+        let ns = c.pod_ns(from)?;
+        let src = c.pod(from)?.ip;
+        for to in live.iter().filter(|t| *t != from) {
+            let r = c.get_eventually(&ns, sa(c.pod(to)?.ip, POD_PORT), CONVERGE)?;
+            ensure!(&r.pod == to && r.peer_ip() == IpAddr::V4(src), "{from} -> {to}: answered by {} seeing {}", r.pod, r.peer);
+        }
+        let r = c.get_eventually(&ns, sa(SCALE_IP, 80), CONVERGE)?;
+        ensure!(r.pod == "s2" || r.pod == "s3", "{from} -> scale answered by {}", r.pod);
+    }
+    Ok(())
+}
+
+type Check = fn(&mut Cluster) -> Result<()>;
+
+const CHECKS: &[(&str, Check)] = &[
+    ("scale_up_and_down_moves_traffic_within_2s", scale_up_and_down_moves_traffic_within_2s),
+    ("deleting_a_pod_releases_its_address", deleting_a_pod_releases_its_address),
+    ("failed_add_leaves_nothing_behind", failed_add_leaves_nothing_behind),
+    ("killed_agent_keeps_connectivity_and_restarted_agent_converges", killed_agent_keeps_connectivity_and_restarted_agent_converges),
+    ("half_written_manifest_keeps_the_rest_serving", half_written_manifest_keeps_the_rest_serving),
+    ("connectivity_after_churn", connectivity_after_churn),
+];
+
+#[test]
+fn netns_cluster_churn() {
+    let mut suite = Suite::new("netns_cluster_churn");
+    let mut cluster = match Cluster::start(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe"))) {
+        Ok(c) => c,
+        Err(e) => panic!("setting up the netns cluster failed: {e}"),
+    };
+    match populate(&mut cluster) {
+        Ok(()) => {
+            for (name, check) in CHECKS {
+                suite.check(&mut cluster, name, check);
+            }
+        }
+        Err(e) => {
+            let why = format!("{e}\n{}", cluster.diagnostics());
+            suite.skipped_by_setup(&CHECKS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
+        }
+    }
+    drop(cluster);
+    suite.finish();
+}
