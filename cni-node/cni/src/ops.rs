@@ -130,6 +130,10 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         routes,
         dns: conf.dns.clone(),
     };
+    let result = match &conf.prev_result {
+        Some(prev) => result.chained_after(prev),
+        None => result,
+    };
     rollback.disarm();
     Ok(result)
 }
@@ -348,7 +352,7 @@ pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     if ci.mac.is_some() && ci.mac != cont.mac {
         return Err(fail(format!("interface {}: MAC {:?} differs from the result's {:?}", env.ifname, cont.mac, ci.mac)));
     }
-    for hi in prev.interfaces.iter().filter(|i| i.sandbox.is_none() && i.name != conf.bridge) {
+    for hi in prev.interfaces.iter().filter(|i| i.sandbox.is_none() && i.name != conf.bridge && i.name.starts_with("veth")) {
         let l = host.link_by_name(&hi.name)?.ok_or_else(|| fail(format!("host interface {} is missing", hi.name)))?;
         if l.master != Some(bridge.index) {
             return Err(fail(format!("host interface {} is not a port of bridge {}", hi.name, conf.bridge)));

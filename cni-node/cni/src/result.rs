@@ -174,6 +174,25 @@ impl CniResult {
         Ok(out)
     }
 
+    /// Chain semantics for ADD: a plugin that is not first in a chain receives `prevResult` and must pass
+    /// it on, amended. Our interfaces are appended after the previous ones (our `ips[].interface`
+    /// indexes shift accordingly), addresses and routes follow the previous ones, and our DNS replaces
+    /// theirs only when we have some.
+    pub fn chained_after(self, prev: &CniResult) -> CniResult {
+        let offset = prev.interfaces.len();
+        let mut out = prev.clone();
+        out.interfaces.extend(self.interfaces);
+        out.ips.extend(self.ips.into_iter().map(|mut ip| {
+            ip.interface = ip.interface.map(|i| i + offset);
+            ip
+        }));
+        out.routes.extend(self.routes);
+        if !self.dns.is_empty() {
+            out.dns = self.dns;
+        }
+        out
+    }
+
     /// The container-side interface: the one named `ifname` with a sandbox.
     pub fn container_interface(&self, ifname: &str) -> Option<(usize, &Interface)> {
         self.interfaces.iter().enumerate().find(|(_, i)| i.name == ifname && i.sandbox.is_some())
@@ -216,6 +235,23 @@ mod tests {
             assert_eq!(back.routes, r.routes);
             assert_eq!(back.container_interface("eth0").map(|(i, _)| i), Some(2));
         }
+    }
+
+    #[test]
+    fn chained_add_appends_to_prev_result() {
+        let prev = CniResult {
+            interfaces: vec![Interface { name: "lo".into(), sandbox: Some("/run/netns/p".into()), ..Default::default() }],
+            ips: vec![IpEntry { address: "127.0.0.1/8".parse().unwrap(), gateway: None, interface: Some(0) }],
+            routes: vec![],
+            dns: serde_json::from_value(json!({"nameservers": ["10.96.0.10"]})).unwrap(),
+        };
+        let merged = sample().chained_after(&prev);
+        assert_eq!(merged.interfaces.len(), 4);
+        assert_eq!(merged.ips[0].interface, Some(0));
+        assert_eq!(merged.ips[1].interface, Some(3));
+        assert_eq!(merged.container_interface("eth0").map(|(i, _)| i), Some(3));
+        assert_eq!(merged.routes.len(), 1);
+        assert_eq!(merged.dns["nameservers"], json!(["10.96.0.10"]));
     }
 
     #[test]
