@@ -31,6 +31,10 @@ pub fn require_root() {
     for f in [format!("{REF_DIR}/bridge"), format!("{REF_DIR}/host-local")] {
         assert!(Path::new(&f).exists(), "{f} missing: run tests/cni/setup.sh");
     }
+    for tool in ["ip", "nsenter", "ping", "iptables-save"] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(tool).exists());
+        assert!(found, "{tool} missing: run tests/cni/setup.sh");
+    }
     static CLEANED: std::sync::Once = std::sync::Once::new();
     CLEANED.call_once(|| {
         let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
