@@ -3,7 +3,7 @@
 
 use crate::sink::{RuleSink, SinkError};
 use causeway_model::{Diagnostic, ServiceTable};
-use causeway_rules::{NodeCtx, Ruleset, build_ruleset, can_partial, render_full, render_partial};
+use causeway_rules::{NodeCtx, Ruleset, build_ruleset_incremental, can_partial, render_full, render_partial};
 use std::sync::Arc;
 
 /// Full or partial.
@@ -93,7 +93,7 @@ impl Syncer {
 
     /// Renders `table` for `ctx` and applies it.
     pub fn sync(&mut self, table: &ServiceTable, ctx: &NodeCtx) -> Result<SyncReport, SyncError> {
-        let (next, diagnostics) = build_ruleset(table, ctx);
+        let (next, diagnostics) = build_ruleset_incremental(table, ctx, self.applied.as_ref());
         let partial_from = match &self.applied {
             Some(prev) if !self.need_full && can_partial(prev, &next) => Some(prev),
             _ => None,

@@ -29,6 +29,6 @@ pub use ctx::{Family, NodeCtx};
 pub use hash::{endpoint_chain, service_port_hash};
 pub use parse::{Dump, ParseError};
 pub use restore::{Restore, can_partial, failed_line, jump_rules, render_full, render_iptables, render_partial};
-pub use ruleset::{Ruleset, ServiceRules, Table, build_ruleset};
+pub use ruleset::{Ruleset, ServiceRules, Table, build_ruleset, build_ruleset_incremental};
 pub use select::local_ready_endpoints;
 pub use trace::{Packet, Verdict, trace};

@@ -288,8 +288,13 @@ pub fn render_partial(prev: &Ruleset, next: &Ruleset) -> Restore {
     let changed: Vec<(&ServicePortName, Option<&ServiceRules>, Option<&ServiceRules>)> = names
         .into_iter()
         .filter_map(|n| {
-            let (a, b) = (prev.services.get(n), next.services.get(n));
-            (a != b).then_some((n, a, b))
+            let (a, b) = (prev.services.get(n).map(|r| &**r), next.services.get(n).map(|r| &**r));
+            let same = match (prev.services.get(n), next.services.get(n)) {
+                (Some(x), Some(y)) => std::sync::Arc::ptr_eq(x, y) || x == y,
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then_some((n, a, b))
         })
         .collect();
     let mut w = Writer::default();

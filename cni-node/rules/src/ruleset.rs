@@ -10,6 +10,7 @@ use causeway_model::{Diagnostic, EndpointInfo, ObjectRef, ServicePort, ServicePo
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Above this many endpoints in total, kube-proxy drops the comments of endpoint rules ("large cluster mode").
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
@@ -77,7 +78,17 @@ pub struct Ruleset {
     pub ctx: NodeCtx,
     /// Whether endpoint-rule comments were dropped (more than [`LARGE_CLUSTER_ENDPOINTS`] endpoints).
     pub large_cluster: bool,
-    pub services: BTreeMap<ServicePortName, ServiceRules>,
+    pub services: BTreeMap<ServicePortName, Arc<ServiceRules>>,
+    /// What each entry of `services` was rendered from, so the next build can reuse unchanged entries.
+    cache: BTreeMap<ServicePortName, CacheEntry>,
+}
+
+/// The input, diagnostics and endpoint count behind one rendered service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CacheEntry {
+    input: Arc<ServicePort>,
+    diags: Vec<Diagnostic>,
+    reachable: usize,
 }
 
 impl Ruleset {
@@ -135,13 +146,31 @@ fn validate(sp: &ServicePort) -> Result<(), Diagnostic> {
 /// Builds the ruleset of one family. Service ports that are invalid are skipped with a diagnostic;
 /// service ports without a ClusterIP of this family produce nothing (as in kube-proxy's per-family proxier).
 pub fn build_ruleset(table: &ServiceTable, ctx: &NodeCtx) -> (Ruleset, Vec<Diagnostic>) {
+    build_ruleset_incremental(table, ctx, None)
+}
+
+/// Like [`build_ruleset`], reusing the rendering of every service port that is unchanged since `prev` (same
+/// input, same node context, same comment mode). The result is identical to a fresh build; only faster when
+/// few Services changed.
+pub fn build_ruleset_incremental(table: &ServiceTable, ctx: &NodeCtx, prev: Option<&Ruleset>) -> (Ruleset, Vec<Diagnostic>) {
+    let prev = prev.filter(|p| p.ctx == *ctx);
     let mut diags = Vec::new();
     let mut plans = Vec::new();
+    let mut reused: Vec<(ServicePortName, Arc<ServiceRules>, CacheEntry)> = Vec::new();
     for sp in &table.ports {
+        if let Some(p) = prev
+            && let (Some(entry), Some(rules)) = (p.cache.get(&sp.name), p.services.get(&sp.name))
+            && *entry.input == *sp
+        {
+            diags.extend(entry.diags.iter().cloned());
+            reused.push((sp.name.clone(), rules.clone(), entry.clone()));
+            continue;
+        }
         if let Err(d) = validate(sp) {
             diags.push(d);
             continue;
         }
+        let diags_before = diags.len();
         let Some(cluster_ip) = sp.cluster_ips.iter().copied().find(|ip| ctx.family.has(*ip)) else {
             continue;
         };
@@ -181,16 +210,32 @@ pub fn build_ruleset(table: &ServiceTable, ctx: &NodeCtx) -> (Ruleset, Vec<Diagn
                 )),
             }
         }
-        plans.push(Plan::new(sp, cluster_ip, eps, ranges, ctx));
+        let own_diags = diags[diags_before..].to_vec();
+        plans.push((Plan::new(sp, cluster_ip, eps, ranges, ctx), own_diags));
     }
-    let total: usize = plans.iter().map(|p| p.cat.all_reachable.len()).sum();
+    let total: usize =
+        plans.iter().map(|(p, _)| p.cat.all_reachable.len()).sum::<usize>() + reused.iter().map(|r| r.2.reachable).sum::<usize>();
     let large_cluster = total > LARGE_CLUSTER_ENDPOINTS;
-    let mut services = BTreeMap::new();
-    for plan in plans {
-        let rules = plan.render(ctx, large_cluster);
-        services.insert(rules.name.clone(), rules);
+    if let Some(p) = prev
+        && p.large_cluster != large_cluster
+        && !reused.is_empty()
+    {
+        // The comment mode flipped: every chain changes, nothing can be reused.
+        return build_ruleset_incremental(table, ctx, None);
     }
-    (Ruleset { ctx: ctx.clone(), large_cluster, services }, diags)
+    let mut services = BTreeMap::new();
+    let mut cache = BTreeMap::new();
+    for (name, rules, entry) in reused {
+        services.insert(name.clone(), rules);
+        cache.insert(name, entry);
+    }
+    for (plan, own_diags) in plans {
+        let rules = plan.render(ctx, large_cluster);
+        let entry = CacheEntry { input: Arc::new(plan.sp.clone()), diags: own_diags, reachable: plan.cat.all_reachable.len() };
+        cache.insert(rules.name.clone(), entry);
+        services.insert(rules.name.clone(), Arc::new(rules));
+    }
+    (Ruleset { ctx: ctx.clone(), large_cluster, services, cache }, diags)
 }
 
 /// The derived flags of one service port (kube-proxy `serviceport.go` and §5.4).

@@ -397,6 +397,9 @@ fn partial_sync_equals_full_sync() {
     let mut prev = first;
     for (i, step) in steps.iter().enumerate().skip(1) {
         let (next, _) = build_ruleset(step, &ctx);
+        // Reusing unchanged renderings gives exactly the fresh result.
+        let (incremental, _) = causeway_rules::build_ruleset_incremental(step, &ctx, Some(&prev));
+        assert_eq!(render_iptables(&incremental), render_iptables(&next), "step {i}: incremental build differs");
         let partial = render_partial(&prev, &next);
         kernel.apply_restore(&partial.text).unwrap_or_else(|e| panic!("step {i}: {e}\n{}", partial.text));
         let full = Dump::parse(&render_iptables(&next)).unwrap();
