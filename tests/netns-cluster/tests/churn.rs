@@ -70,19 +70,24 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
         }
         if seen == want { Ok(()) } else { Err(Error::check(format!("seen {seen:?}"))) }
     })?;
-    sys::poll("the edge proxy to route scale.example.test", Duration::from_secs(15), Duration::from_millis(100), || {
+    // Problems of one path are collected so the other path is still measured and reported.
+    let mut problems = Vec::new();
+    let proxy_ready = sys::poll("the edge proxy to route scale.example.test", Duration::from_secs(15), Duration::from_millis(100), || {
         c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_millis(700))
-    })?;
+    });
+    if let Err(e) = &proxy_ready {
+        problems.push(format!("Ingress path not measured: {e}"));
+    }
 
     let spawn = |name: &'static str, ns: &str, to: SocketAddr, host: Option<&str>| -> Result<Loop> {
         let log = c.dir.join(format!("loop-{name}.log"));
         let proc = c.probe.spawn_loop(ns, to, host, Duration::from_secs(40), Duration::from_millis(50), &log)?;
         Ok(Loop { name, proc })
     };
-    let mut loops = vec![
-        spawn("ClusterIP from cl", &cl, sa(SCALE_IP, 80), None)?,
-        spawn("Ingress from outside", &client, sa(node_ip(0), 80), Some(SCALE_HOST))?,
-    ];
+    let mut loops = vec![spawn("ClusterIP from cl", &cl, sa(SCALE_IP, 80), None)?];
+    if proxy_ready.is_ok() {
+        loops.push(spawn("Ingress from outside", &client, sa(node_ip(0), 80), Some(SCALE_HOST))?);
+    }
     for l in &loops {
         sys::poll(&format!("the {} loop to start", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
             if l.records().len() >= 4 { Ok(()) } else { Err(Error::check("fewer than 4 requests")) }
@@ -146,7 +151,7 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
         ensure!(after.iter().all(|p| p == "s2" || p == "s3"), "{}: after scale-down, answered by {after:?}", l.name);
     }
     eprintln!("  {}", report.join("; "));
-    Ok(())
+    if problems.is_empty() { Ok(()) } else { Err(Error::check(problems.join("; "))) }
 }
 
 fn deleting_a_pod_releases_its_address(c: &mut Cluster) -> Result<()> {
@@ -189,7 +194,7 @@ fn failed_add_leaves_nothing_behind(c: &mut Cluster) -> Result<()> {
 
     // 2. The interface name is already taken inside the pod's namespace.
     let ns = Netns::create_bare(format!("{}-bad2", c.run))?;
-    sys::ip_in(&ns.name, &["link", "add", "eth0", "type", "dummy"])?;
+    sys::ip_in(&ns.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "taken0"])?;
     let id2 = format!("{}-bad2", c.run);
     if let Ok(r) = c.raw_add(node, &id2, &ns.path()) {
         return Err(Error::check(format!("ADD into a netns that already has eth0 succeeded: {r}")));
@@ -264,35 +269,45 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
     let half = Svc::new("half", HALF_IP, vec![SvcPort::tcp("http", 80, POD_PORT)]);
     let eps = c.endpoints(&["x2"])?;
     let docs = [half.to_object(), half.slice(&eps)];
+    let mut problems = Vec::new();
     c.manifests.write_truncated("svc-half", &docs, 0.5)?;
     let file = "svc-half.yaml";
-    // Each watcher reports the file by name (design §4) and keeps running.
-    let mut logs: Vec<(String, std::path::PathBuf)> = c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
-    if let Some(p) = c.proxy.as_ref() {
-        logs.push(("causeway run".into(), p.log.clone()));
-    }
-    for (who, log) in &logs {
-        sys::poll(&format!("{who} to report the half-written {file}"), Duration::from_secs(5), Duration::from_millis(100), || {
-            if std::fs::read_to_string(log).unwrap_or_default().contains(file) { Ok(()) } else { Err(Error::check("not in its log")) }
-        })?;
+    // Give every watcher time to see the file: the 1 s contract, plus margin. This is a bound on a
+    // negative (nothing may break), so it is a deadline on observations, each of which must succeed.
+    let cl = c.pod_ns("cl")?;
+    let client = c.client.name.clone();
+    let until = now_ms() + 2500;
+    for _ in 0..200 {
+        if now_ms() >= until {
+            break;
+        }
+        let r = c.get(&cl, sa(SCALE_IP, 80))?;
+        ensure!(r.pod.starts_with('s'), "with a half-written file: cl -> scale answered by {}", r.pod);
+        if c.proxy.is_some() && c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_secs(2)).is_err() {
+            problems.push("the Ingress stopped answering while a manifests file was half-written".to_string());
+            break;
+        }
     }
     for n in &mut c.nodes {
         if let Some(status) = n.agent.as_mut().and_then(sys::Proc::exited) {
             return Err(Error::check(format!("causeway-node on {} exited on a half-written file: {status}", n.name)));
         }
     }
-    // The rest keeps serving: Services, cross-node routes and the edge proxy.
-    let cl = c.pod_ns("cl")?;
-    let r = c.get(&cl, sa(SCALE_IP, 80))?;
-    ensure!(r.pod.starts_with('s'), "with a half-written file: cl -> scale answered by {}", r.pod);
-    let client = c.client.name.clone();
-    let r = c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_secs(2))?;
-    ensure!(r.pod.starts_with('s'), "with a half-written file: the Ingress answered by {}", r.pod);
+    // Each watcher reports the bad file by name (design §4: "reported by name and skipped").
+    let mut logs: Vec<(String, std::path::PathBuf)> = c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
+    if let Some(p) = c.proxy.as_ref() {
+        logs.push(("causeway run".into(), p.log.clone()));
+    }
+    for (who, log) in &logs {
+        if !std::fs::read_to_string(log).unwrap_or_default().contains(file) {
+            problems.push(format!("{who} did not report the half-written {file} in its log"));
+        }
+    }
     // Completing the file applies it.
     c.manifests.write("svc-half", &docs)?;
     let r = c.get_eventually(&cl, sa(HALF_IP, 80), CONVERGE)?;
     ensure!(r.pod == "x2", "completed file: cl -> half answered by {}", r.pod);
-    Ok(())
+    if problems.is_empty() { Ok(()) } else { Err(Error::check(problems.join("; "))) }
 }
 
 fn connectivity_after_churn(c: &mut Cluster) -> Result<()> {
@@ -305,7 +320,7 @@ fn connectivity_after_churn(c: &mut Cluster) -> Result<()> {
             ensure!(&r.pod == to && r.peer_ip() == IpAddr::V4(src), "{from} -> {to}: answered by {} seeing {}", r.pod, r.peer);
         }
         let r = c.get_eventually(&ns, sa(SCALE_IP, 80), CONVERGE)?;
-        ensure!(r.pod == "s2" || r.pod == "s3", "{from} -> scale answered by {}", r.pod);
+        ensure!(r.pod.starts_with('s') && c.pods.contains_key(&r.pod), "{from} -> scale answered by {}", r.pod);
     }
     Ok(())
 }
