@@ -104,9 +104,11 @@ EOF
         # can_i WANT SA VERB RESOURCE [NAMESPACE]: WANT is yes or no.
         can_i() {
             local want="$1" sa="$2" verb="$3" res="$4" ns="${5:-}" got
-            local nsargs=(--all-namespaces)
+            local nsargs=(--all-namespaces) sub=()
             [ -n "$ns" ] && nsargs=(-n "$ns")
-            got="$(k auth can-i "$verb" "$res" "${nsargs[@]}" \
+            # RESOURCE/SUBRESOURCE: kubectl takes the subresource as a flag.
+            case "$res" in */*) sub=(--subresource="${res#*/}") ;; esac
+            got="$(k auth can-i "$verb" "${res%%/*}" "${sub[@]}" "${nsargs[@]}" \
                 --as="system:serviceaccount:causeway-system:$sa" 2>/dev/null || true)"
             if [ "$got" = "$want" ]; then
                 ok "can-i $sa $verb $res ${ns:-(all namespaces)} = $want"
