@@ -16,7 +16,12 @@ use std::time::Instant;
 fn svc(i: u32, generation: u32) -> ServicePort {
     let ip = |base: [u8; 2], n: u32| IpAddr::V4(Ipv4Addr::new(base[0], base[1], (n >> 8) as u8, (n & 0xff) as u8));
     ServicePort {
-        name: ServicePortName { namespace: "bench".into(), name: format!("svc-{i}"), port: "http".into(), protocol: Protocol::Tcp },
+        name: ServicePortName {
+            namespace: "bench".into(),
+            name: format!("svc-{i}"),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        },
         cluster_ips: vec![ip([10, 96], i + 1)],
         port: 80,
         node_port: None,
@@ -111,13 +116,17 @@ fn main() -> anyhow::Result<()> {
     t4.ports[idx].name = changed_name.clone();
     t4.ports[idx].cluster_ips = t.ports[mid].cluster_ips.clone();
     let (rs4, _) = build_ruleset(&t4, &ctx);
-    let old_chains: Vec<String> = rs3.services.get(&changed_name).map(|s| s.chains.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
-    let new_chains: Vec<String> = rs4.services.get(&changed_name).map(|s| s.chains.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+    let old_chains: Vec<String> =
+        rs3.services.get(&changed_name).map(|s| s.chains.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+    let new_chains: Vec<String> =
+        rs4.services.get(&changed_name).map(|s| s.chains.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
     let full4 = render_full(&rs4, &sink.save()?).text;
-    let is_service_chain = |c: &str| ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"].iter().any(|p| c.starts_with(p));
+    let is_service_chain =
+        |c: &str| ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"].iter().any(|p| c.starts_with(p));
     let mut kp = String::new();
     for line in full4.lines() {
-        let chain = line.strip_prefix(':').or_else(|| line.strip_prefix("-A ")).and_then(|r| r.split_whitespace().next());
+        let chain =
+            line.strip_prefix(':').or_else(|| line.strip_prefix("-A ")).and_then(|r| r.split_whitespace().next());
         let keep = match chain {
             Some(c) if is_service_chain(c) => new_chains.iter().any(|x| x == c),
             _ => !line.starts_with("-X "),

@@ -198,7 +198,10 @@ pub async fn rules_task(
                         );
                     }
                     if last_seen != Some(desired.seen_at) {
-                        metrics.programming_latency.with_label_values(&[fam]).observe(desired.seen_at.elapsed().as_secs_f64());
+                        metrics
+                            .programming_latency
+                            .with_label_values(&[fam])
+                            .observe(desired.seen_at.elapsed().as_secs_f64());
                     }
                 }
                 Err(error) => {
@@ -230,7 +233,12 @@ pub async fn rules_task(
 
 /// Routes to other nodes: reconciled on every change and every `period` (which also repairs routes deleted by
 /// hand).
-pub async fn routes_task(node_name: String, period: Duration, mut rx: watch::Receiver<Option<Arc<Desired>>>, metrics: Metrics) {
+pub async fn routes_task(
+    node_name: String,
+    period: Duration,
+    mut rx: watch::Receiver<Option<Arc<Desired>>>,
+    metrics: Metrics,
+) {
     let router = match Router::connect() {
         Ok(r) => r,
         Err(error) => {
@@ -308,7 +316,9 @@ pub async fn cni_task(node_name: String, target: CniTarget, mut rx: watch::Recei
             } else {
                 let text = render_conflist(&target.settings, &cidrs);
                 match write_atomic(&target.conf_dir, &target.conf_name, text.as_bytes(), 0o644) {
-                    Ok(true) => info!(message = "CNI config written.", file = %target.conf_dir.join(&target.conf_name).display()),
+                    Ok(true) => {
+                        info!(message = "CNI config written.", file = %target.conf_dir.join(&target.conf_name).display())
+                    }
                     Ok(false) => {}
                     Err(error) => warn!(message = "Cannot write the CNI config.", %error),
                 }
@@ -342,7 +352,12 @@ mod tests {
             terminating: !ready,
         };
         let sp = ServicePort {
-            name: ServicePortName { namespace: "d".into(), name: "lb".into(), port: "".into(), protocol: Protocol::Tcp },
+            name: ServicePortName {
+                namespace: "d".into(),
+                name: "lb".into(),
+                port: "".into(),
+                protocol: Protocol::Tcp,
+            },
             cluster_ips: vec!["10.96.0.1".parse().unwrap()],
             port: 80,
             node_port: Some(30000),
@@ -353,7 +368,11 @@ mod tests {
             external_traffic_policy: TrafficPolicy::Local,
             internal_traffic_policy: TrafficPolicy::Cluster,
             health_check_node_port: Some(32000),
-            endpoints: vec![ep("10.244.0.5", "me", true), ep("10.244.0.6", "me", false), ep("10.244.1.5", "other", true)],
+            endpoints: vec![
+                ep("10.244.0.5", "me", true),
+                ep("10.244.0.6", "me", false),
+                ep("10.244.1.5", "other", true),
+            ],
         };
         let mut cluster = sp.clone();
         cluster.external_traffic_policy = TrafficPolicy::Cluster;

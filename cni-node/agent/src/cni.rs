@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn conflist_shape() {
-        let text = render_conflist(&settings(), &["10.244.1.0/24".parse().unwrap(), "fd00:10:244:1::/64".parse().unwrap()]);
+        let text =
+            render_conflist(&settings(), &["10.244.1.0/24".parse().unwrap(), "fd00:10:244:1::/64".parse().unwrap()]);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["plugins"][0]["type"], "causeway-cni");
         assert_eq!(v["plugins"][0]["hairpinMode"], true);
@@ -135,7 +136,8 @@ mod tests {
         assert!(write_atomic(dir.path(), "10-causeway.conflist", b"a", 0o644).unwrap());
         assert!(!write_atomic(dir.path(), "10-causeway.conflist", b"a", 0o644).unwrap());
         assert!(write_atomic(dir.path(), "10-causeway.conflist", b"b", 0o644).unwrap());
-        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, ["10-causeway.conflist"], "no temporary file left behind");
     }
 }

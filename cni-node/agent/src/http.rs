@@ -141,11 +141,12 @@ mod tests {
     #[test]
     fn health_response_table() {
         let s = HealthState::default();
-        s.entries.write().insert(
-            32000,
-            HealthEntry { namespace: "default".into(), name: "lb".into(), local_endpoints: 2 },
-        );
-        s.entries.write().insert(32001, HealthEntry { namespace: "default".into(), name: "none".into(), local_endpoints: 0 });
+        s.entries
+            .write()
+            .insert(32000, HealthEntry { namespace: "default".into(), name: "lb".into(), local_endpoints: 2 });
+        s.entries
+            .write()
+            .insert(32001, HealthEntry { namespace: "default".into(), name: "none".into(), local_endpoints: 0 });
         // (port, proxy healthy, status)
         for (port, healthy, want) in [(32000, true, 200), (32000, false, 503), (32001, true, 503), (32002, true, 503)] {
             s.proxy_healthy.store(healthy, Ordering::Relaxed);

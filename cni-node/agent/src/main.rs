@@ -173,7 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
 
     // Admin endpoints.
-    let admin = tokio::net::TcpListener::bind(args.admin_addr).await.with_context(|| format!("binding {}", args.admin_addr))?;
+    let admin =
+        tokio::net::TcpListener::bind(args.admin_addr).await.with_context(|| format!("binding {}", args.admin_addr))?;
     info!(message = "Admin endpoints listening.", addr = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let (m2, r2, h2) = (metrics.clone(), ready.clone(), health.clone());
     let admin_handler: Handler = Arc::new(move |path: &str| match path {
@@ -248,17 +249,32 @@ async fn main() -> anyhow::Result<()> {
             retry_period: args.sync_period.min(Duration::from_secs(5)),
             health_bind: args.health_check_bind,
         };
-        tasks.push(tokio::spawn(rules_task(cfg, sinks, desired_rx.clone(), metrics.clone(), health.clone(), ready.clone())));
+        tasks.push(tokio::spawn(rules_task(
+            cfg,
+            sinks,
+            desired_rx.clone(),
+            metrics.clone(),
+            health.clone(),
+            ready.clone(),
+        )));
     } else {
         ready.store(true, Ordering::Relaxed);
         health.proxy_healthy.store(true, Ordering::Relaxed);
     }
     if !args.no_routes {
-        tasks.push(tokio::spawn(routes_task(args.node_name.clone(), args.route_period, desired_rx.clone(), metrics.clone())));
+        tasks.push(tokio::spawn(routes_task(
+            args.node_name.clone(),
+            args.route_period,
+            desired_rx.clone(),
+            metrics.clone(),
+        )));
     }
     if !args.no_cni {
         let plugin_src = args.cni_plugin.clone().or_else(|| {
-            std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("causeway-cni"))).filter(|p| p.exists())
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("causeway-cni")))
+                .filter(|p| p.exists())
         });
         let target = CniTarget {
             conf_dir: args.cni_conf_dir.clone(),
@@ -277,7 +293,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = args.service_cidr;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

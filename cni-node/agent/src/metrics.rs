@@ -27,17 +27,24 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let sync_duration = HistogramVec::new(
-            HistogramOpts::new("causeway_node_sync_duration_seconds", "Time to render and apply Service rules.").buckets(buckets()),
+            HistogramOpts::new("causeway_node_sync_duration_seconds", "Time to render and apply Service rules.")
+                .buckets(buckets()),
             &["kind", "family"],
         )?;
-        let syncs = IntCounterVec::new(Opts::new("causeway_node_syncs_total", "Successful rule syncs."), &["kind", "family"])?;
-        let sync_failures =
-            IntCounterVec::new(Opts::new("causeway_node_sync_failures_total", "Failed rule syncs by reason."), &["reason", "family"])?;
-        let iptables_rules = IntGauge::new("causeway_node_iptables_rules", "Rules owned by Service ports after the last sync.")?;
+        let syncs =
+            IntCounterVec::new(Opts::new("causeway_node_syncs_total", "Successful rule syncs."), &["kind", "family"])?;
+        let sync_failures = IntCounterVec::new(
+            Opts::new("causeway_node_sync_failures_total", "Failed rule syncs by reason."),
+            &["reason", "family"],
+        )?;
+        let iptables_rules =
+            IntGauge::new("causeway_node_iptables_rules", "Rules owned by Service ports after the last sync.")?;
         let service_ports = IntGauge::new("causeway_node_service_ports", "Service ports programmed.")?;
         let routes = IntGauge::new("causeway_node_routes", "Routes to other nodes' pod CIDRs.")?;
-        let route_failures =
-            IntCounterVec::new(Opts::new("causeway_node_route_sync_failures_total", "Failed route reconciles."), &["reason"])?;
+        let route_failures = IntCounterVec::new(
+            Opts::new("causeway_node_route_sync_failures_total", "Failed route reconciles."),
+            &["reason"],
+        )?;
         let programming_latency = HistogramVec::new(
             HistogramOpts::new(
                 "causeway_node_network_programming_latency_seconds",
@@ -46,7 +53,8 @@ impl Metrics {
             .buckets(buckets()),
             &["family"],
         )?;
-        let diagnostics = IntGauge::new("causeway_node_diagnostics", "Objects or fields skipped as invalid at the last sync.")?;
+        let diagnostics =
+            IntGauge::new("causeway_node_diagnostics", "Objects or fields skipped as invalid at the last sync.")?;
         let last_sync_timestamp =
             IntGauge::new("causeway_node_last_sync_timestamp_seconds", "Unix time of the last successful rule sync.")?;
         registry.register(Box::new(sync_duration.clone()))?;

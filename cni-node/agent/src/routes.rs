@@ -189,13 +189,11 @@ impl Router {
                         .map_err(|e| RouteError::Invalid(format!("{} via {}: {e}", w.dst, w.gw)))?
                         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
                         .build();
-                    self.handle
-                        .route()
-                        .add(msg)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(|source| RouteError::Replace { dst: w.dst, gw: w.gw, source })?;
+                    self.handle.route().add(msg).replace().execute().await.map_err(|source| RouteError::Replace {
+                        dst: w.dst,
+                        gw: w.gw,
+                        source,
+                    })?;
                 }
                 RouteOp::Delete(f) => {
                     if let Some((_, msg)) = found.iter().find(|(x, _)| x == f) {
@@ -253,16 +251,30 @@ mod tests {
     #[test]
     fn plan_table() {
         let w = |d: &str, g: &str| WantedRoute { dst: d.parse().unwrap(), gw: g.parse().unwrap() };
-        let f = |d: &str, g: &str, ours: bool| FoundRoute { dst: d.parse().unwrap(), gw: Some(g.parse().unwrap()), ours };
+        let f =
+            |d: &str, g: &str, ours: bool| FoundRoute { dst: d.parse().unwrap(), gw: Some(g.parse().unwrap()), ours };
         type Case = (&'static str, Vec<WantedRoute>, Vec<FoundRoute>, Vec<RouteOp>);
         let cases: Vec<Case> = vec![
-            ("missing is added", vec![w("10.244.1.0/24", "172.18.0.3")], vec![], vec![RouteOp::Replace(w("10.244.1.0/24", "172.18.0.3"))]),
-            ("present is kept", vec![w("10.244.1.0/24", "172.18.0.3")], vec![f("10.244.1.0/24", "172.18.0.3", true)], vec![]),
+            (
+                "missing is added",
+                vec![w("10.244.1.0/24", "172.18.0.3")],
+                vec![],
+                vec![RouteOp::Replace(w("10.244.1.0/24", "172.18.0.3"))],
+            ),
+            (
+                "present is kept",
+                vec![w("10.244.1.0/24", "172.18.0.3")],
+                vec![f("10.244.1.0/24", "172.18.0.3", true)],
+                vec![],
+            ),
             (
                 "wrong gateway is fixed",
                 vec![w("10.244.1.0/24", "172.18.0.3")],
                 vec![f("10.244.1.0/24", "172.18.0.9", false)],
-                vec![RouteOp::Delete(f("10.244.1.0/24", "172.18.0.9", false)), RouteOp::Replace(w("10.244.1.0/24", "172.18.0.3"))],
+                vec![
+                    RouteOp::Delete(f("10.244.1.0/24", "172.18.0.9", false)),
+                    RouteOp::Replace(w("10.244.1.0/24", "172.18.0.3")),
+                ],
             ),
             (
                 "foreign route with the right gateway is taken over",
@@ -270,7 +282,12 @@ mod tests {
                 vec![f("10.244.1.0/24", "172.18.0.3", false)],
                 vec![RouteOp::Replace(w("10.244.1.0/24", "172.18.0.3"))],
             ),
-            ("ours, stale, deleted", vec![], vec![f("10.244.2.0/24", "172.18.0.4", true)], vec![RouteOp::Delete(f("10.244.2.0/24", "172.18.0.4", true))]),
+            (
+                "ours, stale, deleted",
+                vec![],
+                vec![f("10.244.2.0/24", "172.18.0.4", true)],
+                vec![RouteOp::Delete(f("10.244.2.0/24", "172.18.0.4", true))],
+            ),
             ("foreign, unrelated, untouched", vec![], vec![f("192.168.0.0/16", "172.18.0.1", false)], vec![]),
         ];
         for (what, wanted, found, want) in cases {

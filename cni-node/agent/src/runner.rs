@@ -33,11 +33,7 @@ impl Bucket {
     /// How long to wait before a run is allowed (zero when a token is available).
     pub fn wait_time(&mut self, now: Instant) -> Duration {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            self.min_interval.mul_f64(1.0 - self.tokens)
-        }
+        if self.tokens >= 1.0 { Duration::ZERO } else { self.min_interval.mul_f64(1.0 - self.tokens) }
     }
 
     /// Takes a token for a run at `now` (call after `wait_time` returned zero).
@@ -57,7 +53,8 @@ mod tests {
         let s = Duration::from_secs(1);
         let mut b = Bucket::new(s, 2, t0);
         // (offset ms, expected wait ms before a run, run?)
-        let steps: &[(u64, u64)] = &[(0, 0), (0, 0), (0, 1000), (500, 500), (1000, 0), (1000, 1000), (3000, 0), (3000, 0), (3000, 1000)];
+        let steps: &[(u64, u64)] =
+            &[(0, 0), (0, 0), (0, 1000), (500, 500), (1000, 0), (1000, 1000), (3000, 0), (3000, 0), (3000, 1000)];
         for (i, (at, want)) in steps.iter().enumerate() {
             let now = t0 + Duration::from_millis(*at);
             let w = b.wait_time(now);

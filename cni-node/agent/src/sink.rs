@@ -117,7 +117,10 @@ impl RuleSink for IptablesRestore {
                 .output()
                 .map_err(|source| SinkError::Spawn { program: program.clone(), source })?;
             if !out.status.success() {
-                return Err(SinkError::Save { program, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+                return Err(SinkError::Save {
+                    program,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
             }
             text.push_str(&String::from_utf8_lossy(&out.stdout));
         }

@@ -118,7 +118,9 @@ impl Syncer {
             };
             let line = line_no.and_then(|l| restore.line(l)).map(str::to_string);
             return Err(match line_no.and_then(|l| restore.owner_of_line(l)) {
-                Some(owner) => SyncError::Service { service: owner.to_string(), line: line.unwrap_or_default(), source },
+                Some(owner) => {
+                    SyncError::Service { service: owner.to_string(), line: line.unwrap_or_default(), source }
+                }
                 None => SyncError::Sink { line, source },
             });
         }
@@ -145,7 +147,12 @@ mod tests {
 
     fn mk_svc(name: &str, ip: &str, eps: &[&str]) -> ServicePort {
         ServicePort {
-            name: ServicePortName { namespace: "default".into(), name: name.into(), port: String::new(), protocol: Protocol::Tcp },
+            name: ServicePortName {
+                namespace: "default".into(),
+                name: name.into(),
+                port: String::new(),
+                protocol: Protocol::Tcp,
+            },
             cluster_ips: vec![ip.parse().unwrap()],
             port: 80,
             node_port: None,
@@ -181,14 +188,18 @@ mod tests {
     fn first_full_then_partial_then_full_after_failure() {
         let sink = Arc::new(FakeSink::default());
         let mut s = Syncer::new(sink.clone());
-        let t1 = ServiceTable { ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.2"])] };
+        let t1 = ServiceTable {
+            ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.2"])],
+        };
         assert_eq!(s.sync(&t1, &ctx()).unwrap().kind, SyncKind::Full);
         let r = s.sync(&t1, &ctx()).unwrap();
         assert_eq!((r.kind, r.rules_written), (SyncKind::Partial, 0), "nothing changed, nothing applied");
         assert_eq!(sink.batches.lock().len(), 1);
 
         // A change to b only touches b.
-        let t2 = ServiceTable { ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.3"])] };
+        let t2 = ServiceTable {
+            ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.3"])],
+        };
         let r = s.sync(&t2, &ctx()).unwrap();
         assert_eq!((r.kind, r.services_written), (SyncKind::Partial, 1));
         assert!(!sink.batches.lock()[1].contains("default/a"));
@@ -196,7 +207,9 @@ mod tests {
         // A rejected batch: the error names the Service, the kernel keeps the previous rules, next sync is full.
         let before = sink.state.lock().clone();
         *sink.reject_containing.lock() = Some("10.244.1.4".into());
-        let t3 = ServiceTable { ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.4"])] };
+        let t3 = ServiceTable {
+            ports: vec![mk_svc("a", "10.96.0.1", &["10.244.1.1"]), mk_svc("b", "10.96.0.2", &["10.244.1.4"])],
+        };
         let err = s.sync(&t3, &ctx()).unwrap_err();
         assert!(err.to_string().contains("Service default/b"), "{err}");
         assert_eq!(*sink.state.lock(), before);

@@ -21,7 +21,11 @@ pub struct SysctlError {
 
 fn set(root: &Path, key: &str, value: &str) -> Result<bool, SysctlError> {
     let path = root.join(key);
-    let current = std::fs::read_to_string(&path).map_err(|source| SysctlError { path: path.clone(), value: value.into(), source })?;
+    let current = std::fs::read_to_string(&path).map_err(|source| SysctlError {
+        path: path.clone(),
+        value: value.into(),
+        source,
+    })?;
     if current.trim() == value {
         return Ok(false);
     }

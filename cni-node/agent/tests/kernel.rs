@@ -36,7 +36,8 @@ fn golden_files_load_into_iptables_and_read_back_equal() {
         }
         let text = std::fs::read_to_string(&path).expect("golden");
         let v6 = path.file_stem().and_then(|s| s.to_str()) == Some("ipv6");
-        let (restore, save) = if v6 { ("ip6tables-restore", "ip6tables-save") } else { ("iptables-restore", "iptables-save") };
+        let (restore, save) =
+            if v6 { ("ip6tables-restore", "ip6tables-save") } else { ("iptables-restore", "iptables-save") };
         let ns = Netns::new('k');
         let file = path.display().to_string();
         ns.exec(&["sh", "-c", &format!("{restore} --noflush -w 5 < '{file}'")]);
@@ -52,7 +53,12 @@ fn golden_files_load_into_iptables_and_read_back_equal() {
 
 fn mk_svc(name: &str, ip: &str, node_port: Option<u16>, eps: &[&str]) -> ServicePort {
     ServicePort {
-        name: ServicePortName { namespace: "default".into(), name: name.into(), port: "http".into(), protocol: Protocol::Tcp },
+        name: ServicePortName {
+            namespace: "default".into(),
+            name: name.into(),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        },
         cluster_ips: vec![ip.parse().unwrap()],
         port: 80,
         node_port,
@@ -124,7 +130,8 @@ fn partial_syncs_through_the_real_sink_equal_a_full_sync() {
         assert_same(&expected, &actual, &format!("step {i}"));
         // No stale per-service chain is left behind.
         let nat = &actual.tables["nat"].chains;
-        let stale: Vec<&String> = nat.keys().filter(|c| c.starts_with("KUBE-S") && !expected.tables["nat"].chains.contains_key(*c)).collect();
+        let stale: Vec<&String> =
+            nat.keys().filter(|c| c.starts_with("KUBE-S") && !expected.tables["nat"].chains.contains_key(*c)).collect();
         assert!(stale.is_empty(), "step {i}: stale chains {stale:?}");
     }
 }

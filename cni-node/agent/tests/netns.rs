@@ -15,7 +15,17 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// A Service manifest; `extra_spec` lines are indented under `spec:`.
-fn svc_yaml(name: &str, cluster_ip: &str, port_name: &str, port: u16, target: u16, ty: &str, node_port: Option<u16>, extra_spec: &str) -> String {
+#[allow(clippy::too_many_arguments)]
+fn svc_yaml(
+    name: &str,
+    cluster_ip: &str,
+    port_name: &str,
+    port: u16,
+    target: u16,
+    ty: &str,
+    node_port: Option<u16>,
+    extra_spec: &str,
+) -> String {
     let np = node_port.map(|p| format!("    nodePort: {p}\n")).unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: {ty}\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports:\n  - name: {port_name}\n    port: {port}\n    targetPort: {target}\n    protocol: TCP\n{np}{extra_spec}"
@@ -40,7 +50,13 @@ fn cluster_ip_from_pods_including_hairpin_and_foreign_rules_untouched() {
     lab.write_manifest("10-web.yaml", &svc_yaml("web", "10.96.0.10", "http", 80, 8080, "ClusterIP", None, ""));
     lab.write_manifest(
         "11-web-eps.yaml",
-        &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true), (&lab.pod_ip(2), "node-a", true)]),
+        &slice_yaml(
+            "web",
+            "web-1",
+            "http",
+            8080,
+            &[(&lab.pod_ip(1), "node-a", true), (&lab.pod_ip(2), "node-a", true)],
+        ),
     );
     let agent = lab.start_agent(&[]);
     lab.wait_ready(&agent);
@@ -62,9 +78,14 @@ fn cluster_ip_from_pods_including_hairpin_and_foreign_rules_untouched() {
     assert_eq!(seen, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]));
 
     // Hairpin: pod1 reaches itself through the Service (masqueraded by its SEP rule).
-    lab.write_manifest("11-web-eps.yaml", &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]));
+    lab.write_manifest(
+        "11-web-eps.yaml",
+        &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]),
+    );
     wait_for("only pod1 behind web", Duration::from_secs(10), || {
-        (0..5).all(|_| matches!(hello(&lab.pods[0], addr("10.96.0.10:80")), Reply::Hello(n, _) if n == "pod1")).then_some(())
+        (0..5)
+            .all(|_| matches!(hello(&lab.pods[0], addr("10.96.0.10:80")), Reply::Hello(n, _) if n == "pod1"))
+            .then_some(())
     });
     match hello(&lab.pods[1], addr("10.96.0.10:80")) {
         Reply::Hello(name, _) => assert_eq!(name, "pod1"),
@@ -77,7 +98,11 @@ fn cluster_ip_from_pods_including_hairpin_and_foreign_rules_untouched() {
     assert!(saved.contains("-A POSTROUTING -s 192.0.2.2/32 -j FOREIGN"), "{saved}");
     assert!(saved.contains("-A INPUT -s 192.0.2.3/32 -j ACCEPT"), "{saved}");
     // Jump rules exist exactly once.
-    assert_eq!(saved.matches("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES").count(), 1, "{saved}");
+    assert_eq!(
+        saved.matches("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES").count(),
+        1,
+        "{saved}"
+    );
     // The kernel's rules equal the rendering (order-insensitive where order does not matter).
     let live = causeway_rules::Dump::parse(&saved).unwrap();
     causeway_rules::check_targets(&live).unwrap();
@@ -100,7 +125,10 @@ fn node_port_from_outside_and_no_endpoints_rejected_at_once() {
     base(&lab);
     lab.write_manifest("10-np.yaml", &svc_yaml("np", "10.96.0.20", "http", 80, 8080, "NodePort", Some(30080), ""));
     lab.write_manifest("11-np-eps.yaml", &slice_yaml("np", "np-1", "http", 8080, &[(&lab.pod_ip(0), "node-b", true)]));
-    lab.write_manifest("20-empty.yaml", &svc_yaml("empty", "10.96.0.21", "http", 80, 8080, "NodePort", Some(30081), ""));
+    lab.write_manifest(
+        "20-empty.yaml",
+        &svc_yaml("empty", "10.96.0.21", "http", 80, 8080, "NodePort", Some(30081), ""),
+    );
     let agent = lab.start_agent(&[]);
     lab.wait_ready(&agent);
 
@@ -130,7 +158,8 @@ fn node_port_from_outside_and_no_endpoints_rejected_at_once() {
 #[test]
 fn session_affinity_sticks() {
     let lab = Lab::new(4);
-    let servers: Vec<Server> = (1..4).map(|i| Server::start(&lab.pods[i], &format!("pod{i}"), addr("0.0.0.0:8080"))).collect();
+    let servers: Vec<Server> =
+        (1..4).map(|i| Server::start(&lab.pods[i], &format!("pod{i}"), addr("0.0.0.0:8080"))).collect();
     base(&lab);
     let eps: Vec<String> = (1..4).map(|i| lab.pod_ip(i)).collect();
     let eps_ref: Vec<(&str, &str, bool)> = eps.iter().map(|e| (e.as_str(), "node-a", true)).collect();
@@ -171,8 +200,14 @@ fn external_traffic_policy_local_uses_local_endpoints_and_keeps_client_ip() {
         &slice_yaml("lb", "lb-1", "http", 8080, &[(&lab.pod_ip(0), "node-a", true), ("10.244.1.50", "node-b", true)]),
     );
     let lb2 = "  externalTrafficPolicy: Local\n  healthCheckNodePort: 32101\n";
-    lab.write_manifest("20-remote.yaml", &svc_yaml("remote", "10.96.0.41", "http", 80, 8080, "LoadBalancer", Some(30091), lb2));
-    lab.write_manifest("21-remote-eps.yaml", &slice_yaml("remote", "remote-1", "http", 8080, &[("10.244.1.51", "node-b", true)]));
+    lab.write_manifest(
+        "20-remote.yaml",
+        &svc_yaml("remote", "10.96.0.41", "http", 80, 8080, "LoadBalancer", Some(30091), lb2),
+    );
+    lab.write_manifest(
+        "21-remote-eps.yaml",
+        &slice_yaml("remote", "remote-1", "http", 8080, &[("10.244.1.51", "node-b", true)]),
+    );
     lab.outside.ip(&["route", "add", "172.18.255.200/32", "via", NODE_IP]);
     let agent = lab.start_agent(&[]);
     lab.wait_ready(&agent);
@@ -192,7 +227,9 @@ fn external_traffic_policy_local_uses_local_endpoints_and_keeps_client_ip() {
     assert_eq!(hello(&lab.outside, addr(&format!("{NODE_IP}:30091"))), Reply::Timeout);
 
     // healthCheckNodePort: 200 with one local endpoint, 503 without.
-    let hc = wait_for("health check server", Duration::from_secs(5), || http_get(&lab.outside, addr(&format!("{NODE_IP}:32100")), "/"));
+    let hc = wait_for("health check server", Duration::from_secs(5), || {
+        http_get(&lab.outside, addr(&format!("{NODE_IP}:32100")), "/")
+    });
     assert_eq!(hc.0, 200, "{}", hc.1);
     let v: serde_json::Value = serde_json::from_str(&hc.1).unwrap();
     assert_eq!(v["localEndpoints"], 1);
@@ -207,7 +244,10 @@ fn restart_keeps_established_connection() {
     let _s1 = Server::start(&lab.pods[1], "pod1", addr("0.0.0.0:8080"));
     base(&lab);
     lab.write_manifest("10-web.yaml", &svc_yaml("web", "10.96.0.50", "http", 80, 8080, "ClusterIP", None, ""));
-    lab.write_manifest("11-web-eps.yaml", &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]));
+    lab.write_manifest(
+        "11-web-eps.yaml",
+        &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]),
+    );
     let mut agent = lab.start_agent(&[]);
     lab.wait_ready(&agent);
 
@@ -225,9 +265,10 @@ fn restart_keeps_established_connection() {
         let _ = to_test.send(Ok(line.clone()));
         while let Ok(msg) = from_test.recv() {
             line.clear();
-            let res = s.write_all(format!("{msg}\n").as_bytes()).map_err(|e| e.to_string()).and_then(|_| {
-                r.read_line(&mut line).map_err(|e| e.to_string()).map(|_| line.trim().to_string())
-            });
+            let res = s
+                .write_all(format!("{msg}\n").as_bytes())
+                .map_err(|e| e.to_string())
+                .and_then(|_| r.read_line(&mut line).map_err(|e| e.to_string()).map(|_| line.trim().to_string()));
             let _ = to_test.send(res);
         }
     });
@@ -239,7 +280,11 @@ fn restart_keeps_established_connection() {
     let agent2 = lab.start_agent(&[]);
     lab.wait_ready(&agent2);
     // The restarted agent did a full sync (re-declared every chain) before this point.
-    assert!(agent2.log_text().contains("kind=\"full\"") || agent2.log_text().contains("kind=full"), "{}", agent2.log_text());
+    assert!(
+        agent2.log_text().contains("kind=\"full\"") || agent2.log_text().contains("kind=full"),
+        "{}",
+        agent2.log_text()
+    );
     to_client.send("after".into()).unwrap();
     assert_eq!(from_client.recv().unwrap(), Ok("after".into()), "the established connection survives the restart");
     drop(to_client);
@@ -271,7 +316,10 @@ fn rejected_batch_keeps_previous_rules_and_names_the_service() {
     lab.node.exec(&["iptables", "-t", "nat", "-N", "HOLDER"]);
     lab.node.exec(&["iptables", "-t", "nat", "-A", "HOLDER", "-j", &sep]);
     let before = lab.node.exec(&["iptables-save", "-t", "nat"]);
-    lab.write_manifest("11-web-eps.yaml", &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]));
+    lab.write_manifest(
+        "11-web-eps.yaml",
+        &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]),
+    );
     let log = wait_for("a rejected batch in the log", Duration::from_secs(10), || {
         let t = agent.log_text();
         t.contains("Failed to apply rules").then_some(t)
@@ -307,7 +355,9 @@ fn routes_follow_nodes_and_cni_config_is_written() {
     });
     // Deleted by hand: repaired by the periodic reconcile.
     lab.node.ip(&["route", "del", "10.244.1.0/24"]);
-    wait_for("route repaired", Duration::from_secs(10), || routes(&lab).contains("10.244.1.0/24 via 172.18.0.3").then_some(()));
+    wait_for("route repaired", Duration::from_secs(10), || {
+        routes(&lab).contains("10.244.1.0/24 via 172.18.0.3").then_some(())
+    });
     // A wrong gateway is fixed; a deleted Node's route is removed; a route we did not create stays.
     lab.write_manifest("01-node-b.yaml", &node_yaml("node-b", "10.244.1.0/24", "172.18.0.5"));
     lab.remove_manifest("02-node-c.yaml");
@@ -321,13 +371,16 @@ fn routes_follow_nodes_and_cni_config_is_written() {
 
     // CNI: plugin installed, conflist written atomically from the Node's podCIDR.
     let cni = lab.dir.path().join("cni");
-    let conf = wait_for("conflist", Duration::from_secs(10), || std::fs::read_to_string(cni.join("net.d/10-causeway.conflist")).ok());
+    let conf = wait_for("conflist", Duration::from_secs(10), || {
+        std::fs::read_to_string(cni.join("net.d/10-causeway.conflist")).ok()
+    });
     let v: serde_json::Value = serde_json::from_str(&conf).unwrap();
     assert_eq!(v["plugins"][0]["type"], "causeway-cni");
     assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.0.0/24");
     assert_eq!(v["plugins"][1]["type"], "portmap");
     assert!(cni.join("bin/causeway-cni").exists());
-    let names: Vec<String> = std::fs::read_dir(cni.join("net.d")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(cni.join("net.d")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["10-causeway.conflist"]);
     drop(agent);
 }

@@ -300,8 +300,9 @@ pub fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             Err(e) => return Err(e.into()),
         }
     }
+    let hint: Vec<IpAddr> = conf.prev_result.iter().flat_map(|r| r.ips.iter()).map(|ip| ip.address.addr()).collect();
     let mut store = DiskStore::lock(&conf.ipam.data_dir, &conf.name)?;
-    causeway_ipam::release(&mut store, &env.container_id, &env.ifname)?;
+    causeway_ipam::release_hinted(&mut store, &conf.ipam, &env.container_id, &env.ifname, &hint)?;
     Ok(())
 }
 

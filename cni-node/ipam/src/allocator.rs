@@ -77,6 +77,34 @@ pub fn release(store: &mut dyn Store, id: &str, ifname: &str) -> Result<Vec<IpAd
     store.release_by_id(id, ifname)
 }
 
+/// Release `(id, ifname)` knowing which addresses it should hold (DEL's `prevResult`): when the hint names
+/// one address per range set and each is held by this attachment, only those files are touched; otherwise
+/// this falls back to [`release`], which reads every reservation. Same outcome, less I/O on busy nodes.
+pub fn release_hinted(
+    store: &mut dyn Store,
+    ipam: &Ipam,
+    id: &str,
+    ifname: &str,
+    hint: &[IpAddr],
+) -> Result<Vec<IpAddr>, StoreError> {
+    let mut mine = Vec::new();
+    for ip in hint {
+        match store.owner(*ip)? {
+            Some(o) if o.id == id.trim() && o.ifname.as_deref() == Some(ifname) => mine.push(*ip),
+            _ => {}
+        }
+    }
+    // Allocation gives an attachment at most one address per set, so a full match covers everything.
+    let covers_all = ipam.sets.iter().all(|set| mine.iter().filter(|ip| set.contains(**ip)).count() == 1);
+    if mine.len() != ipam.sets.len() || !covers_all {
+        return release(store, id, ifname);
+    }
+    for ip in &mine {
+        store.release(*ip)?;
+    }
+    Ok(mine)
+}
+
 /// Addresses `(id, ifname)` holds inside the configured sets (IPAM CHECK).
 pub fn held(store: &dyn Store, ipam: &Ipam, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
     Ok(store.get_by_id(id, ifname)?.into_iter().filter(|ip| ipam.sets.iter().any(|s| s.contains(*ip))).collect())

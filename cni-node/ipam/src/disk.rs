@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::StoreError;
-use crate::store::{Reservation, Store, owner_content, parse_owner, select_owned};
+use crate::store::{Owner, Reservation, Store, owner_content, parse_owner, select_owned};
 
 /// Prefix of the per-range-set "last reserved" files.
 pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
@@ -114,6 +114,15 @@ impl Store for DiskStore {
     fn get_by_id(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
         let all = self.list()?;
         Ok(select_owned(&all, id, ifname).iter().map(|r| r.ip).collect())
+    }
+
+    fn owner(&self, ip: IpAddr) -> Result<Option<Owner>, StoreError> {
+        let path = self.ip_path(ip);
+        match fs::read_to_string(&path) {
+            Ok(content) => Ok(Some(parse_owner(&content))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path, e)),
+        }
     }
 
     fn list(&self) -> Result<Vec<Reservation>, StoreError> {

@@ -55,6 +55,10 @@ impl Store for FakeStore {
         Ok(select_owned(&all, id, ifname).iter().map(|r| r.ip).collect())
     }
 
+    fn owner(&self, ip: IpAddr) -> Result<Option<Owner>, StoreError> {
+        Ok(self.ips.get(&ip).cloned())
+    }
+
     fn list(&self) -> Result<Vec<Reservation>, StoreError> {
         Ok(self.ips.iter().map(|(ip, owner)| Reservation { ip: *ip, owner: owner.clone() }).collect())
     }

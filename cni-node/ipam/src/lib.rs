@@ -23,7 +23,7 @@ pub mod fake;
 pub mod range;
 pub mod store;
 
-pub use allocator::{IpConfig, allocate, free_counts, gc, held, release};
+pub use allocator::{IpConfig, allocate, free_counts, gc, held, release, release_hinted};
 pub use config::{Ipam, IpamConf, RouteConf};
 pub use disk::DiskStore;
 pub use error::{AllocError, ConfigError, StoreError};

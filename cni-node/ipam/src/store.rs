@@ -41,6 +41,8 @@ pub trait Store {
     fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError>;
     /// Addresses held by `(id, ifname)` (or, if none, by a legacy reservation of `id`).
     fn get_by_id(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError>;
+    /// Who holds `ip`, if anyone.
+    fn owner(&self, ip: IpAddr) -> Result<Option<Owner>, StoreError>;
     /// Every reservation in the store.
     fn list(&self) -> Result<Vec<Reservation>, StoreError>;
 }

@@ -9,8 +9,23 @@ const UNORDERED: &[&str] = &["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-S
 
 /// Targets that are not chains.
 const BUILTIN_TARGETS: &[&str] = &[
-    "ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK", "CONNMARK", "LOG", "REDIRECT", "NOTRACK", "CT",
+    "ACCEPT",
+    "DROP",
+    "REJECT",
+    "RETURN",
+    "DNAT",
+    "SNAT",
+    "MASQUERADE",
+    "MARK",
+    "CONNMARK",
+    "LOG",
+    "REDIRECT",
+    "NOTRACK",
+    "CT",
 ];
+
+/// Selects the (table, chain) pairs a comparison looks at.
+pub type ChainFilter<'a> = &'a dyn Fn(&str, &str) -> bool;
 
 /// One chain in normalised form.
 fn normalised(dump: &Dump, table: &str, chain: &str) -> Vec<String> {
@@ -25,7 +40,7 @@ fn normalised(dump: &Dump, table: &str, chain: &str) -> Vec<String> {
 
 /// Compares the chains named in `only` (or, when `only` is `None`, every chain of either side), ignoring rule
 /// order where it does not matter and spelling differences `canonical` removes. Returns a readable diff.
-pub fn compare(expected: &Dump, actual: &Dump, only: Option<&dyn Fn(&str, &str) -> bool>) -> Result<(), String> {
+pub fn compare(expected: &Dump, actual: &Dump, only: Option<ChainFilter<'_>>) -> Result<(), String> {
     let mut diff = String::new();
     let tables: BTreeSet<&String> = expected.tables.keys().chain(actual.tables.keys()).collect();
     for t in tables {
@@ -42,7 +57,11 @@ pub fn compare(expected: &Dump, actual: &Dump, only: Option<&dyn Fn(&str, &str) 
             let e_has = expected.tables.get(t.as_str()).is_some_and(|x| x.chains.contains_key(c.as_str()));
             let a_has = actual.tables.get(t.as_str()).is_some_and(|x| x.chains.contains_key(c.as_str()));
             if e_has != a_has {
-                diff.push_str(&format!("{t} {c}: chain {} only on the {} side\n", c, if e_has { "expected" } else { "actual" }));
+                diff.push_str(&format!(
+                    "{t} {c}: chain {} only on the {} side\n",
+                    c,
+                    if e_has { "expected" } else { "actual" }
+                ));
                 continue;
             }
             let (e, a) = (normalised(expected, t, c), normalised(actual, t, c));

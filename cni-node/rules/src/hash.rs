@@ -59,12 +59,7 @@ mod tests {
     use causeway_model::Protocol;
 
     fn spn(ns: &str, name: &str, port: &str) -> ServicePortName {
-        ServicePortName {
-            namespace: ns.into(),
-            name: name.into(),
-            port: port.into(),
-            protocol: Protocol::Tcp,
-        }
+        ServicePortName { namespace: ns.into(), name: name.into(), port: port.into(), protocol: Protocol::Tcp }
     }
 
     fn ep(ip: &str, port: u16) -> EndpointInfo {
@@ -82,7 +77,8 @@ mod tests {
     /// Test vectors from the reference (§5.2), themselves checked against upstream kube-proxy test data.
     #[test]
     fn reference_vectors() {
-        let cases: &[(ServicePortName, Option<(&str, u16)>, &str)] = &[
+        type Case<'a> = (ServicePortName, Option<(&'a str, u16)>, &'a str);
+        let cases: &[Case] = &[
             (spn("ns1", "svc1", "p80"), None, "KUBE-SVC-XPGD46QRK7WJZT7O"),
             (spn("ns1", "svc1", "p80"), Some(("10.180.0.1", 80)), "KUBE-SEP-SXIVWICOYRO3J4NJ"),
             (spn("ns2", "svc2", "p80"), None, "KUBE-SVC-GNZBNJ2PO5MGZ6GT"),

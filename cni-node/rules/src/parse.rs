@@ -252,17 +252,22 @@ pub fn canonical(rule: &[String]) -> String {
                 current = None;
             }
             opt if opt.starts_with("--") => {
-                let has_value = next.is_some_and(|n| !n.starts_with("--") && n != "!" && !(n.starts_with('-') && n.len() == 2));
+                let has_value =
+                    next.is_some_and(|n| !n.starts_with("--") && n != "!" && !(n.starts_with('-') && n.len() == 2));
                 let value = if has_value { take_value(&mut i) } else { String::new() };
                 match (&target, &current) {
                     (Some(_), _) => {
                         target_opts.push(format!("{bang}{opt} {value}").trim_end().to_string());
                     }
                     (None, Some(m)) => {
-                        let skip = m == "recent" && (opt == "--rsource" || (opt == "--mask" && value == "255.255.255.255"));
+                        let skip =
+                            m == "recent" && (opt == "--rsource" || (opt == "--mask" && value == "255.255.255.255"));
                         if !skip {
                             let v = norm_value(m, opt, &value);
-                            modules.entry(m.clone()).or_default().push(format!("{bang}{opt} {v}").trim_end().to_string());
+                            modules
+                                .entry(m.clone())
+                                .or_default()
+                                .push(format!("{bang}{opt} {v}").trim_end().to_string());
                         }
                     }
                     (None, None) => {
@@ -336,18 +341,27 @@ mod tests {
                 "-m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-A --mask 255.255.255.255 --rsource -j KUBE-SEP-A",
             ),
             ("-m mark ! --mark 0x4000/0x4000 -j RETURN", "-m mark ! --mark 0x4000/0x4000 -j RETURN"),
-            ("-m tcp -p tcp -d 1.2.3.4 --dport 80 -j REJECT", "-d 1.2.3.4/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"),
+            (
+                "-m tcp -p tcp -d 1.2.3.4 --dport 80 -j REJECT",
+                "-d 1.2.3.4/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable",
+            ),
         ];
         for (ours, saved) in cases {
             assert_eq!(canonical(&words(ours)), canonical(&words(saved)), "{ours}");
         }
         assert_ne!(canonical(&words("-d 1.2.3.4 -j A")), canonical(&words("! -d 1.2.3.4 -j A")));
-        assert_ne!(canonical(&words("-m tcp -p tcp --dport 80 -j A")), canonical(&words("-m tcp -p tcp --dport 81 -j A")));
+        assert_ne!(
+            canonical(&words("-m tcp -p tcp --dport 80 -j A")),
+            canonical(&words("-m tcp -p tcp --dport 81 -j A"))
+        );
     }
 
     #[test]
     fn restore_semantics() {
-        let mut d = Dump::parse("*nat\n:PREROUTING ACCEPT [0:0]\n:FOO - [0:0]\n-A PREROUTING -j FOO\n-A FOO -j RETURN\nCOMMIT\n").unwrap();
+        let mut d = Dump::parse(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:FOO - [0:0]\n-A PREROUTING -j FOO\n-A FOO -j RETURN\nCOMMIT\n",
+        )
+        .unwrap();
         // Declaring a user chain flushes it; built-in chains keep their rules.
         d.apply_restore("*nat\n:FOO - [0:0]\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n").unwrap();
         assert!(d.chain("nat", "FOO").is_empty());

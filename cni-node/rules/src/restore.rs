@@ -98,18 +98,68 @@ pub fn jump_rules(ctx: &NodeCtx) -> Vec<JumpRule> {
     let new = "-m conntrack --ctstate NEW";
     let j = |table, chain, spec: String| JumpRule { table, chain, spec, prepend: true };
     let mut v = vec![
-        j(Table::Filter, "INPUT", format!("{new} -m comment --comment \"kubernetes externally-visible service portals\" -j {}", chains::EXTERNAL_SERVICES)),
-        j(Table::Filter, "FORWARD", format!("{new} -m comment --comment \"kubernetes externally-visible service portals\" -j {}", chains::EXTERNAL_SERVICES)),
-        j(Table::Filter, "INPUT", format!("-m comment --comment \"kubernetes health check service ports\" -j {}", chains::NODEPORTS)),
-        j(Table::Filter, "FORWARD", format!("{new} -m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES)),
-        j(Table::Filter, "OUTPUT", format!("{new} -m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES)),
-        j(Table::Filter, "FORWARD", format!("-m comment --comment \"kubernetes forwarding rules\" -j {}", chains::FORWARD)),
-        j(Table::Filter, "INPUT", format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL)),
-        j(Table::Filter, "OUTPUT", format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL)),
-        j(Table::Filter, "FORWARD", format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL)),
+        j(
+            Table::Filter,
+            "INPUT",
+            format!(
+                "{new} -m comment --comment \"kubernetes externally-visible service portals\" -j {}",
+                chains::EXTERNAL_SERVICES
+            ),
+        ),
+        j(
+            Table::Filter,
+            "FORWARD",
+            format!(
+                "{new} -m comment --comment \"kubernetes externally-visible service portals\" -j {}",
+                chains::EXTERNAL_SERVICES
+            ),
+        ),
+        j(
+            Table::Filter,
+            "INPUT",
+            format!("-m comment --comment \"kubernetes health check service ports\" -j {}", chains::NODEPORTS),
+        ),
+        j(
+            Table::Filter,
+            "FORWARD",
+            format!("{new} -m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES),
+        ),
+        j(
+            Table::Filter,
+            "OUTPUT",
+            format!("{new} -m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES),
+        ),
+        j(
+            Table::Filter,
+            "FORWARD",
+            format!("-m comment --comment \"kubernetes forwarding rules\" -j {}", chains::FORWARD),
+        ),
+        j(
+            Table::Filter,
+            "INPUT",
+            format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL),
+        ),
+        j(
+            Table::Filter,
+            "OUTPUT",
+            format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL),
+        ),
+        j(
+            Table::Filter,
+            "FORWARD",
+            format!("{new} -m comment --comment \"kubernetes load balancer firewall\" -j {}", chains::PROXY_FIREWALL),
+        ),
         j(Table::Nat, "OUTPUT", format!("-m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES)),
-        j(Table::Nat, "PREROUTING", format!("-m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES)),
-        j(Table::Nat, "POSTROUTING", format!("-m comment --comment \"kubernetes postrouting rules\" -j {}", chains::POSTROUTING)),
+        j(
+            Table::Nat,
+            "PREROUTING",
+            format!("-m comment --comment \"kubernetes service portals\" -j {}", chains::SERVICES),
+        ),
+        j(
+            Table::Nat,
+            "POSTROUTING",
+            format!("-m comment --comment \"kubernetes postrouting rules\" -j {}", chains::POSTROUTING),
+        ),
     ];
     if writes_firewall(ctx) {
         v.push(j(Table::Filter, "INPUT", format!("-j {}", chains::FIREWALL)));
@@ -139,12 +189,21 @@ fn fixed(ctx: &NodeCtx, table: Table) -> (Vec<&'static str>, Vec<(&'static str, 
     let m = ctx.mark();
     match table {
         Table::Filter => {
-            let mut decl = vec![chains::NODEPORTS, chains::SERVICES, chains::EXTERNAL_SERVICES, chains::FORWARD, chains::PROXY_FIREWALL];
+            let mut decl = vec![
+                chains::NODEPORTS,
+                chains::SERVICES,
+                chains::EXTERNAL_SERVICES,
+                chains::FORWARD,
+                chains::PROXY_FIREWALL,
+            ];
             let mut rules = Vec::new();
             if ctx.drop_invalid {
                 rules.push((chains::FORWARD, "-m conntrack --ctstate INVALID -j DROP".to_string()));
             }
-            rules.push((chains::FORWARD, format!("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT")));
+            rules.push((
+                chains::FORWARD,
+                format!("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT"),
+            ));
             rules.push((
                 chains::FORWARD,
                 "-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
@@ -164,7 +223,10 @@ fn fixed(ctx: &NodeCtx, table: Table) -> (Vec<&'static str>, Vec<(&'static str, 
             let mut rules = vec![
                 (chains::POSTROUTING, format!("-m mark ! --mark {m}/{m} -j RETURN")),
                 (chains::POSTROUTING, format!("-j MARK --xor-mark {m}")),
-                (chains::POSTROUTING, format!("-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{random}")),
+                (
+                    chains::POSTROUTING,
+                    format!("-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{random}"),
+                ),
                 (chains::MARK_MASQ, format!("-j MARK --or-mark {m}")),
             ];
             if writes_egress_masq(ctx) {
@@ -172,7 +234,9 @@ fn fixed(ctx: &NodeCtx, table: Table) -> (Vec<&'static str>, Vec<(&'static str, 
                 for cidr in ctx.family_cidrs() {
                     rules.push((
                         chains::EGRESS_MASQ,
-                        format!("-d {cidr} -m comment --comment \"causeway: pod-to-pod traffic keeps its source\" -j RETURN"),
+                        format!(
+                            "-d {cidr} -m comment --comment \"causeway: pod-to-pod traffic keeps its source\" -j RETURN"
+                        ),
                     ));
                 }
                 for cidr in ctx.family_cidrs() {
@@ -225,9 +289,11 @@ pub fn render_full(rs: &Ruleset, existing: &Dump) -> Restore {
                     w.line(Some(&s.name), &format!(":{} - [0:0]", c.name));
                 }
             }
-            let ours: BTreeSet<&str> = rs.services.values().flat_map(|s| s.chains.iter().map(|c| c.name.as_str())).collect();
+            let ours: BTreeSet<&str> =
+                rs.services.values().flat_map(|s| s.chains.iter().map(|c| c.name.as_str())).collect();
             if let Some(t) = existing.tables.get("nat") {
-                stale = t.chains.keys().filter(|c| is_service_chain(c) && !ours.contains(c.as_str())).cloned().collect();
+                stale =
+                    t.chains.keys().filter(|c| is_service_chain(c) && !ours.contains(c.as_str())).cloned().collect();
             }
             for c in &stale {
                 w.line(None, &format!(":{c} - [0:0]"));
@@ -390,7 +456,12 @@ mod tests {
     #[test]
     fn failed_line_forms() {
         assert_eq!(failed_line("iptables-restore: line 12 failed\n"), Some(12));
-        assert_eq!(failed_line("iptables-restore v1.8.9 (nf_tables): line 7: RULE_DELETE failed (No such file or directory): rule in chain KUBE-SERVICES"), Some(7));
+        assert_eq!(
+            failed_line(
+                "iptables-restore v1.8.9 (nf_tables): line 7: RULE_DELETE failed (No such file or directory): rule in chain KUBE-SERVICES"
+            ),
+            Some(7)
+        );
         assert_eq!(failed_line("Another app is currently holding the xtables lock"), None);
     }
 }

@@ -122,9 +122,9 @@ fn object_of(name: &ServicePortName) -> ObjectRef {
 }
 
 /// Checks one service port; `Err` carries the diagnostic and the port is left out.
-fn validate(sp: &ServicePort) -> Result<(), Diagnostic> {
+fn validate(sp: &ServicePort) -> Result<(), Box<Diagnostic>> {
     let n = &sp.name;
-    let err = |field: &str, msg: String| Err(Diagnostic::error(object_of(n), field, msg));
+    let err = |field: &str, msg: String| Err(Box::new(Diagnostic::error(object_of(n), field, msg)));
     if !is_safe_name(&n.namespace, 63) {
         return err("metadata.namespace", format!("namespace {:?} is not a DNS-1123 label", n.namespace));
     }
@@ -152,7 +152,11 @@ pub fn build_ruleset(table: &ServiceTable, ctx: &NodeCtx) -> (Ruleset, Vec<Diagn
 /// Like [`build_ruleset`], reusing the rendering of every service port that is unchanged since `prev` (same
 /// input, same node context, same comment mode). The result is identical to a fresh build; only faster when
 /// few Services changed.
-pub fn build_ruleset_incremental(table: &ServiceTable, ctx: &NodeCtx, prev: Option<&Ruleset>) -> (Ruleset, Vec<Diagnostic>) {
+pub fn build_ruleset_incremental(
+    table: &ServiceTable,
+    ctx: &NodeCtx,
+    prev: Option<&Ruleset>,
+) -> (Ruleset, Vec<Diagnostic>) {
     let prev = prev.filter(|p| p.ctx == *ctx);
     let mut diags = Vec::new();
     let mut plans = Vec::new();
@@ -167,7 +171,7 @@ pub fn build_ruleset_incremental(table: &ServiceTable, ctx: &NodeCtx, prev: Opti
             continue;
         }
         if let Err(d) = validate(sp) {
-            diags.push(d);
+            diags.push(*d);
             continue;
         }
         let diags_before = diags.len();
@@ -213,8 +217,8 @@ pub fn build_ruleset_incremental(table: &ServiceTable, ctx: &NodeCtx, prev: Opti
         let own_diags = diags[diags_before..].to_vec();
         plans.push((Plan::new(sp, cluster_ip, eps, ranges, ctx), own_diags));
     }
-    let total: usize =
-        plans.iter().map(|(p, _)| p.cat.all_reachable.len()).sum::<usize>() + reused.iter().map(|r| r.2.reachable).sum::<usize>();
+    let total: usize = plans.iter().map(|(p, _)| p.cat.all_reachable.len()).sum::<usize>()
+        + reused.iter().map(|r| r.2.reachable).sum::<usize>();
     let large_cluster = total > LARGE_CLUSTER_ENDPOINTS;
     if let Some(p) = prev
         && p.large_cluster != large_cluster
@@ -231,7 +235,8 @@ pub fn build_ruleset_incremental(table: &ServiceTable, ctx: &NodeCtx, prev: Opti
     }
     for (plan, own_diags) in plans {
         let rules = plan.render(ctx, large_cluster);
-        let entry = CacheEntry { input: Arc::new(plan.sp.clone()), diags: own_diags, reachable: plan.cat.all_reachable.len() };
+        let entry =
+            CacheEntry { input: Arc::new(plan.sp.clone()), diags: own_diags, reachable: plan.cat.all_reachable.len() };
         cache.insert(rules.name.clone(), entry);
         services.insert(rules.name.clone(), Arc::new(rules));
     }
@@ -252,7 +257,13 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(sp: &'a ServicePort, cluster_ip: IpAddr, eps: Vec<&'a EndpointInfo>, ranges: Vec<IpNet>, ctx: &NodeCtx) -> Self {
+    fn new(
+        sp: &'a ServicePort,
+        cluster_ip: IpAddr,
+        eps: Vec<&'a EndpointInfo>,
+        ranges: Vec<IpNet>,
+        ctx: &NodeCtx,
+    ) -> Self {
         let external_ips: Vec<IpAddr> = sp.external_ips.iter().copied().filter(|ip| ctx.family.has(*ip)).collect();
         let lb_ips: Vec<IpAddr> = sp.load_balancer_ips.iter().copied().filter(|ip| ctx.family.has(*ip)).collect();
         let externally_accessible = sp.node_port.is_some() || !lb_ips.is_empty() || !external_ips.is_empty();
@@ -261,7 +272,17 @@ impl<'a> Plan<'a> {
         let uses_cluster = !internal_local || externally_accessible;
         let uses_local = internal_local || external_local;
         let cat = categorize(&eps, &ctx.node_name, uses_cluster, uses_local);
-        Self { sp, cluster_ip, external_ips, lb_ips, ranges, cat, external_local, internal_local, externally_accessible }
+        Self {
+            sp,
+            cluster_ip,
+            external_ips,
+            lb_ips,
+            ranges,
+            cat,
+            external_local,
+            internal_local,
+            externally_accessible,
+        }
     }
 
     fn render(&self, ctx: &NodeCtx, large: bool) -> ServiceRules {
@@ -327,12 +348,24 @@ impl<'a> Plan<'a> {
             for cidr in &cidrs {
                 add(
                     internal_chain,
-                    format!("{} {cluster_match} ! -s {cidr} -j {}", comment(&format!("{spn} cluster IP")), chains::MARK_MASQ),
+                    format!(
+                        "{} {cluster_match} ! -s {cidr} -j {}",
+                        comment(&format!("{spn} cluster IP")),
+                        chains::MARK_MASQ
+                    ),
                 );
             }
-            push(Table::Nat, chains::SERVICES, format!("{} {cluster_match} -j {internal_chain}", comment(&format!("{spn} cluster IP"))));
+            push(
+                Table::Nat,
+                chains::SERVICES,
+                format!("{} {cluster_match} -j {internal_chain}", comment(&format!("{spn} cluster IP"))),
+            );
         } else {
-            push(Table::Filter, chains::SERVICES, format!("{} {cluster_match} -j {int_verdict}", comment(&int_comment)));
+            push(
+                Table::Filter,
+                chains::SERVICES,
+                format!("{} {cluster_match} -j {int_verdict}", comment(&int_comment)),
+            );
         }
 
         // externalIPs.
@@ -342,7 +375,11 @@ impl<'a> Plan<'a> {
                 push(Table::Nat, chains::SERVICES, format!("{} {m} -j {ext}", comment(&format!("{spn} external IP"))));
             }
             if !has_external {
-                push(Table::Filter, chains::EXTERNAL_SERVICES, format!("{} {m} -j {ext_verdict}", comment(&ext_comment)));
+                push(
+                    Table::Filter,
+                    chains::EXTERNAL_SERVICES,
+                    format!("{} {m} -j {ext_verdict}", comment(&ext_comment)),
+                );
             }
         }
 
@@ -350,7 +387,11 @@ impl<'a> Plan<'a> {
         for ip in &self.lb_ips {
             let m = vip_match(*ip, sp.port);
             if has_endpoints {
-                push(Table::Nat, chains::SERVICES, format!("{} {m} -j {lb_chain}", comment(&format!("{spn} loadbalancer IP"))));
+                push(
+                    Table::Nat,
+                    chains::SERVICES,
+                    format!("{} {m} -j {lb_chain}", comment(&format!("{spn} loadbalancer IP"))),
+                );
             }
             if uses_fw {
                 push(
@@ -363,7 +404,11 @@ impl<'a> Plan<'a> {
         if !has_external {
             for ip in &self.lb_ips {
                 let m = vip_match(*ip, sp.port);
-                push(Table::Filter, chains::EXTERNAL_SERVICES, format!("{} {m} -j {ext_verdict}", comment(&ext_comment)));
+                push(
+                    Table::Filter,
+                    chains::EXTERNAL_SERVICES,
+                    format!("{} {m} -j {ext_verdict}", comment(&ext_comment)),
+                );
             }
         }
 
@@ -376,7 +421,10 @@ impl<'a> Plan<'a> {
                 push(
                     Table::Filter,
                     chains::EXTERNAL_SERVICES,
-                    format!("{} -m addrtype --dst-type LOCAL -m {p} -p {p} --dport {np} -j {ext_verdict}", comment(&ext_comment)),
+                    format!(
+                        "{} -m addrtype --dst-type LOCAL -m {p} -p {p} --dport {np} -j {ext_verdict}",
+                        comment(&ext_comment)
+                    ),
                 );
             }
         }
@@ -393,10 +441,23 @@ impl<'a> Plan<'a> {
         // KUBE-EXT-*.
         if uses_ext {
             if !self.external_local {
-                add(&ext, format!("{} -j {}", comment(&format!("masquerade traffic for {spn} external destinations")), chains::MARK_MASQ));
+                add(
+                    &ext,
+                    format!(
+                        "{} -j {}",
+                        comment(&format!("masquerade traffic for {spn} external destinations")),
+                        chains::MARK_MASQ
+                    ),
+                );
             } else {
                 for cidr in ctx.family_cidrs() {
-                    add(&ext, format!("{} -s {cidr} -j {svc}", comment(&format!("pod traffic for {spn} external destinations"))));
+                    add(
+                        &ext,
+                        format!(
+                            "{} -s {cidr} -j {svc}",
+                            comment(&format!("pod traffic for {spn} external destinations"))
+                        ),
+                    );
                 }
                 add(
                     &ext,
@@ -408,7 +469,10 @@ impl<'a> Plan<'a> {
                 );
                 add(
                     &ext,
-                    format!("{} -m addrtype --src-type LOCAL -j {svc}", comment(&format!("route LOCAL traffic for {spn} external destinations"))),
+                    format!(
+                        "{} -m addrtype --src-type LOCAL -j {svc}",
+                        comment(&format!("route LOCAL traffic for {spn} external destinations"))
+                    ),
                 );
             }
             if has_external {
@@ -439,17 +503,28 @@ impl<'a> Plan<'a> {
         let dispatch = |eps: &[&EndpointInfo]| -> Vec<String> {
             let mut out = Vec::new();
             let ep_comment = |e: &EndpointInfo| {
-                if large { String::new() } else { format!("{} ", comment(&format!("{spn} -> {}", endpoint_string(e.ip, e.port)))) }
+                if large {
+                    String::new()
+                } else {
+                    format!("{} ", comment(&format!("{spn} -> {}", endpoint_string(e.ip, e.port))))
+                }
             };
             if let Some(timeout) = sp.session_affinity_timeout {
                 for e in eps {
                     let sep = sep_of(e);
-                    out.push(format!("{}-m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}", ep_comment(e)));
+                    out.push(format!(
+                        "{}-m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}",
+                        ep_comment(e)
+                    ));
                 }
             }
             let n = eps.len();
             for (i, e) in eps.iter().enumerate() {
-                let stat = if i + 1 < n { format!("-m statistic --mode random --probability {} ", probability(n, i)) } else { String::new() };
+                let stat = if i + 1 < n {
+                    format!("-m statistic --mode random --probability {} ", probability(n, i))
+                } else {
+                    String::new()
+                };
                 out.push(format!("{}{stat}-j {}", ep_comment(e), sep_of(e)));
             }
             out
@@ -467,7 +542,11 @@ impl<'a> Plan<'a> {
         for (sep, e) in &seps {
             let c = if large { String::new() } else { format!("{} ", comment(&spn)) };
             add(sep, format!("{c}-s {} -j {}", e.ip, chains::MARK_MASQ));
-            let affinity = if sp.session_affinity_timeout.is_some() { format!(" -m recent --name {sep} --set") } else { String::new() };
+            let affinity = if sp.session_affinity_timeout.is_some() {
+                format!(" -m recent --name {sep} --set")
+            } else {
+                String::new()
+            };
             add(sep, format!("{c}-m {p} -p {p}{affinity} -j DNAT --to-destination {}", endpoint_string(e.ip, e.port)));
         }
         ServiceRules { name: name.clone(), top, chains }

@@ -24,7 +24,10 @@ pub struct Packet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// DNATed to one of `endpoints` (`IP:port`); `masquerade` if the masquerade mark was set on any path.
-    Dnat { endpoints: BTreeSet<String>, masquerade: bool },
+    Dnat {
+        endpoints: BTreeSet<String>,
+        masquerade: bool,
+    },
     Reject,
     Drop,
     /// Untouched by our chains.
@@ -175,7 +178,8 @@ impl Tracer<'_> {
                 "-i" | "-o" => false,
                 "-m" => {
                     module = match v {
-                        "tcp" | "udp" | "sctp" | "comment" | "addrtype" | "mark" | "statistic" | "recent" | "conntrack" => v,
+                        "tcp" | "udp" | "sctp" | "comment" | "addrtype" | "mark" | "statistic" | "recent"
+                        | "conntrack" => v,
                         _ => return (false, false),
                     };
                     true
@@ -197,8 +201,21 @@ impl Tracer<'_> {
             }
             let takes_value = matches!(
                 w,
-                "-s" | "-d" | "-p" | "-i" | "-o" | "-m" | "--dport" | "--dst-type" | "--src-type" | "--mark" | "--ctstate"
-                    | "--probability" | "--comment" | "--mode" | "--name" | "--seconds"
+                "-s" | "-d"
+                    | "-p"
+                    | "-i"
+                    | "-o"
+                    | "-m"
+                    | "--dport"
+                    | "--dst-type"
+                    | "--src-type"
+                    | "--mark"
+                    | "--ctstate"
+                    | "--probability"
+                    | "--comment"
+                    | "--mode"
+                    | "--name"
+                    | "--seconds"
             );
             i += if takes_value { 2 } else { 1 };
             neg = false;

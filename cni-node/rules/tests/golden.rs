@@ -7,8 +7,8 @@
 use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, ServiceTable, TrafficPolicy};
 use causeway_rules::parse::Dump;
 use causeway_rules::{
-    Family, NodeCtx, Packet, Verdict, build_ruleset, check_targets, compare, render_full, render_iptables, render_partial,
-    trace,
+    Family, NodeCtx, Packet, Verdict, build_ruleset, check_targets, compare, render_full, render_iptables,
+    render_partial, trace,
 };
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -42,7 +42,12 @@ fn mk_ep(addr: &str, port: u16, node: &str) -> EndpointInfo {
 
 fn mk_svc(ns: &str, name: &str, port_name: &str, cluster_ip: &str, port: u16, eps: Vec<EndpointInfo>) -> ServicePort {
     ServicePort {
-        name: ServicePortName { namespace: ns.into(), name: name.into(), port: port_name.into(), protocol: Protocol::Tcp },
+        name: ServicePortName {
+            namespace: ns.into(),
+            name: name.into(),
+            port: port_name.into(),
+            protocol: Protocol::Tcp,
+        },
         cluster_ips: vec![ip(cluster_ip)],
         port,
         node_port: None,
@@ -79,7 +84,8 @@ fn check(name: &str, t: &ServiceTable, ctx: &NodeCtx, traces: &[(Packet, Verdict
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
-    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    let golden =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
     let (want, got) = (Dump::parse(&golden).unwrap(), Dump::parse(&text).unwrap());
     if let Err(diff) = compare(&want, &got, None) {
         panic!("{name}: rendered rules differ from {}:\n{diff}", path.display());
@@ -152,11 +158,20 @@ fn golden_cluster_ip() {
         &mk_ctx(),
         &[
             // From a pod: DNAT to any endpoint, no masquerade.
-            (pkt("10.244.0.9", "10.96.0.10", 80), dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], false)),
+            (
+                pkt("10.244.0.9", "10.96.0.10", 80),
+                dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], false),
+            ),
             // From outside the cluster CIDR: masqueraded.
-            (pkt("172.18.0.100", "10.96.0.10", 80), dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], true)),
+            (
+                pkt("172.18.0.100", "10.96.0.10", 80),
+                dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], true),
+            ),
             // Hairpin: an endpoint reaching itself is masqueraded by its SEP rule.
-            (pkt("10.244.1.5", "10.96.0.10", 80), dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], true)),
+            (
+                pkt("10.244.1.5", "10.96.0.10", 80),
+                dnat(&["10.244.1.5:8080", "10.244.10.2:8080", "10.244.2.7:8080"], true),
+            ),
             (pkt("10.244.0.9", "10.96.0.10", 81), Verdict::NoMatch),
             (pkt("10.244.0.9", "10.96.0.11", 80), Verdict::NoMatch),
         ],
@@ -195,7 +210,8 @@ fn golden_external_traffic_policy_local() {
     s.load_balancer_ips = vec![ip("172.18.255.200")];
     s.external_traffic_policy = TrafficPolicy::Local;
     s.health_check_node_port = Some(32000);
-    let mut remote_only = mk_svc("default", "lb-remote", "http", "10.96.0.31", 80, vec![mk_ep("10.244.1.6", 8080, "n1")]);
+    let mut remote_only =
+        mk_svc("default", "lb-remote", "http", "10.96.0.31", 80, vec![mk_ep("10.244.1.6", 8080, "n1")]);
     remote_only.node_port = Some(30082);
     remote_only.external_traffic_policy = TrafficPolicy::Local;
     check(
@@ -219,7 +235,14 @@ fn golden_external_traffic_policy_local() {
 
 #[test]
 fn golden_internal_traffic_policy_local() {
-    let mut s = mk_svc("default", "itp", "", "10.96.0.40", 53, vec![mk_ep("10.244.0.5", 53, NODE), mk_ep("10.244.1.5", 53, "n1")]);
+    let mut s = mk_svc(
+        "default",
+        "itp",
+        "",
+        "10.96.0.40",
+        53,
+        vec![mk_ep("10.244.0.5", 53, NODE), mk_ep("10.244.1.5", 53, "n1")],
+    );
     s.internal_traffic_policy = TrafficPolicy::Local;
     let mut none_here = mk_svc("default", "itp-remote", "", "10.96.0.41", 53, vec![mk_ep("10.244.1.6", 53, "n1")]);
     none_here.internal_traffic_policy = TrafficPolicy::Local;
@@ -356,7 +379,10 @@ fn large_cluster_mode_drops_endpoint_comments() {
                 "",
                 &format!("10.96.{}.{}", i / 250, i % 250 + 1),
                 80,
-                vec![mk_ep(&format!("10.244.{}.{}", i / 250, i % 250 + 1), 80, "n1"), mk_ep(&format!("10.245.{}.{}", i / 250, i % 250 + 1), 80, "n1")],
+                vec![
+                    mk_ep(&format!("10.244.{}.{}", i / 250, i % 250 + 1), 80, "n1"),
+                    mk_ep(&format!("10.245.{}.{}", i / 250, i % 250 + 1), 80, "n1"),
+                ],
             )
         })
         .collect();
@@ -372,7 +398,8 @@ fn large_cluster_mode_drops_endpoint_comments() {
 #[test]
 fn partial_sync_equals_full_sync() {
     let ctx = mk_ctx();
-    let a = mk_svc("default", "a", "", "10.96.1.1", 80, vec![mk_ep("10.244.1.5", 80, "n1"), mk_ep("10.244.2.5", 80, "n2")]);
+    let a =
+        mk_svc("default", "a", "", "10.96.1.1", 80, vec![mk_ep("10.244.1.5", 80, "n1"), mk_ep("10.244.2.5", 80, "n2")]);
     let b = mk_svc("default", "b", "http", "10.96.1.2", 80, vec![mk_ep("10.244.1.6", 80, NODE)]);
     let mut steps: Vec<ServiceTable> = vec![table(vec![a.clone(), b.clone()])];
     let mut a2 = a.clone();
@@ -424,7 +451,8 @@ fn full_sync_removes_stale_chains_and_keeps_jumps_unique() {
     let (two, _) = build_ruleset(&table(vec![a]), &ctx);
     let restore = render_full(&two, &kernel);
     kernel.apply_restore(&restore.text).unwrap();
-    compare(&Dump::parse(&render_iptables(&two)).unwrap(), &kernel, Some(&|_t: &str, c: &str| c.starts_with("KUBE-"))).unwrap();
+    compare(&Dump::parse(&render_iptables(&two)).unwrap(), &kernel, Some(&|_t: &str, c: &str| c.starts_with("KUBE-")))
+        .unwrap();
     assert_eq!(kernel.chain("nat", "PREROUTING").len(), 1, "jump rules are not duplicated");
     assert_eq!(kernel.chain("nat", "FOREIGN").len(), 1, "foreign chains are untouched");
 }

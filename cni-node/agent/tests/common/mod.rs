@@ -31,14 +31,22 @@ pub fn require_root() {
 /// Runs a command, panicking with its output on failure.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a command, returning (success, stdout+stderr).
 pub fn try_sh(args: &[&str]) -> (bool, String) {
     match Command::new(args[0]).args(&args[1..]).output() {
-        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        ),
         Err(e) => (false, e.to_string()),
     }
 }
@@ -227,7 +235,9 @@ pub fn hello(ns: &Netns, addr: SocketAddr) -> Reply {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reply::Refused,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => Reply::Timeout,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
+            Reply::Timeout
+        }
         Err(e) => Reply::Other(e.to_string()),
     })
 }

@@ -84,3 +84,26 @@ fn gc_keeps_only_valid_attachments() {
     assert_eq!(got, ["10.0.0.101", "10.0.0.2", "10.0.0.4"]);
     assert_eq!(held(&s, &cfg, "b", "eth0").unwrap().len(), 1);
 }
+
+#[test]
+fn hinted_release_matches_full_release() {
+    let cfg = ipam(json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]]}));
+    let mut s = FakeStore::new();
+    let a = allocate(&mut s, &cfg, "a", "eth0").unwrap();
+    allocate(&mut s, &cfg, "b", "eth0").unwrap();
+    let ips: Vec<IpAddr> = a.iter().map(|c| c.address.addr()).collect();
+    // Exact hint: only those addresses go.
+    let mut s1 = s.clone();
+    assert_eq!(release_hinted(&mut s1, &cfg, "a", "eth0", &ips).unwrap(), ips);
+    assert_eq!(s1.ips.len(), 2);
+    // Stale, partial or foreign hints fall back to the full release, with the same outcome.
+    for hint in [vec![], vec![ips[0]], vec!["10.0.0.3".parse().unwrap(), ips[1]], vec!["10.9.9.9".parse().unwrap()]] {
+        let mut s2 = s.clone();
+        let mut got = release_hinted(&mut s2, &cfg, "a", "eth0", &hint).unwrap();
+        got.sort();
+        let mut want = ips.clone();
+        want.sort();
+        assert_eq!(got, want, "hint {hint:?}");
+        assert_eq!(s2.ips.len(), 2, "b keeps its addresses (hint {hint:?})");
+    }
+}
