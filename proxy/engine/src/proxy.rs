@@ -140,6 +140,8 @@ impl Proxy {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let life = Lifecycle { stop: stop_rx, cut: cut_rx, drain: drain_tx };
 
+        let http_accepted = shared.metrics.connections.with_label_values(&["http"]);
+        let https_accepted = shared.metrics.connections.with_label_values(&["https"]);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -147,14 +149,14 @@ impl Proxy {
                 () = &mut shutdown => break,
                 accepted = http.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        shared.metrics.connections.with_label_values(&["http"]).inc();
+                        http_accepted.inc();
                         tokio::spawn(serve_plain(shared.clone(), stream, peer, life.clone()));
                     }
                     Err(error) => accept_backoff(&error).await,
                 },
                 accepted = https.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        shared.metrics.connections.with_label_values(&["https"]).inc();
+                        https_accepted.inc();
                         tokio::spawn(serve_tls(shared.clone(), stream, peer, life.clone()));
                     }
                     Err(error) => accept_backoff(&error).await,
@@ -329,12 +331,17 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         // One table per request: load, resolve, clone the route out, drop the guard before any await.
         let table = shared.table.load();
         match table.find(&host, req.uri().path()) {
-            Some(r) => (Some(r.clone()), None),
-            None => (None, Some(table.no_route.clone())),
+            Some(r) if req.method() != http::Method::CONNECT => (Some(r.clone()), None),
+            _ => (None, Some(table.no_route.clone())),
         }
     };
     let Some(route) = route else {
-        let resp = plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
+        let resp = if req.method() == http::Method::CONNECT {
+            // We are a reverse proxy, not a forward one.
+            plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
+        } else {
+            plain(StatusCode::NOT_FOUND, "no route for this host and path\n")
+        };
         if let Some(stats) = no_route {
             stats.observe(resp.status(), start.elapsed());
         }
@@ -379,8 +386,13 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     parts.extensions.clear();
     parts.version = Version::HTTP_11;
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    // Endpoints get origin-form (`/path?query`); HTTP/1.1 clients almost always sent that already.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query =
+            Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
+    }
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);

@@ -124,6 +124,11 @@ async fn oversized_headers_get_431_and_malformed_requests_get_400() {
         let out = raw(proxy.http, bad).await;
         assert!(out.starts_with("HTTP/1.1 400"), "{:?} -> {out}", String::from_utf8_lossy(bad));
     }
+    // A reverse proxy refuses CONNECT; absolute-form requests are served with an origin-form path upstream.
+    let out = raw(proxy.http, b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    let out = raw(proxy.http, b"GET http://a.test/abs?q=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains(r#""path":"/abs?q=1""#), "{out}");
     // Still serving.
     assert_eq!(get(proxy.http, "a.test", "/").await.status, StatusCode::OK);
 }
