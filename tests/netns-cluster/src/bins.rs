@@ -25,7 +25,8 @@ impl Bins {
         }
         let exe = std::env::current_exe().map_err(|e| Error::io("locating the test executable", e))?;
         let parent = exe.parent().unwrap_or(Path::new("."));
-        Ok(if parent.file_name().is_some_and(|n| n == "deps") { parent.parent().unwrap_or(parent) } else { parent }.to_path_buf())
+        Ok(if parent.file_name().is_some_and(|n| n == "deps") { parent.parent().unwrap_or(parent) } else { parent }
+            .to_path_buf())
     }
 
     /// Finds all three in `dir`, naming the first one missing.

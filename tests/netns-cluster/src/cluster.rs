@@ -159,7 +159,10 @@ impl Cluster {
         // nodes have a default route like real ones; it forwards nothing (forwarding is off in a new namespace).
         sys::ip_in(&underlay.name, &["addr", "add", &format!("{GATEWAY_IP}/24"), "dev", "br0"])?;
         let plug = |ns: &Netns, port: &str, addr: Ipv4Addr| -> Result<()> {
-            sys::ip_in(&underlay.name, &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+            sys::ip_in(
+                &underlay.name,
+                &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name],
+            )?;
             sys::ip_in(&underlay.name, &["link", "set", port, "master", "br0", "up"])?;
             sys::ip_in(&ns.name, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             sys::ip_in(&ns.name, &["link", "set", "eth0", "up"])?;
@@ -275,7 +278,8 @@ impl Cluster {
     /// reports NetworkReady), and links any chained reference plugin it names that the node lacks.
     pub fn wait_cni_config(&mut self, i: usize, timeout: Duration) -> Result<NetworkList> {
         let conf_dir = self.nodes[i].conf_dir.clone();
-        let what = format!("causeway-node on {} to write a CNI configuration into {}", self.nodes[i].name, conf_dir.display());
+        let what =
+            format!("causeway-node on {} to write a CNI configuration into {}", self.nodes[i].name, conf_dir.display());
         let net = sys::poll(&what, timeout, Duration::from_millis(50), || {
             if let Some(agent) = self.nodes[i].agent.as_mut() {
                 if let Some(status) = agent.exited() {
@@ -297,7 +301,14 @@ impl Cluster {
 
     // === pods ===
 
-    fn invocation<'a>(&'a self, node: usize, container_id: &'a str, netns_path: &'a str, pod_name: &'a str, host_ports: &'a [(u16, u16, &'a str)]) -> Invocation<'a> {
+    fn invocation<'a>(
+        &'a self,
+        node: usize,
+        container_id: &'a str,
+        netns_path: &'a str,
+        pod_name: &'a str,
+        host_ports: &'a [(u16, u16, &'a str)],
+    ) -> Invocation<'a> {
         Invocation {
             node_ns: &self.nodes[node].ns.name,
             bin_dir: &self.nodes[node].bin_dir,
@@ -329,10 +340,27 @@ impl Cluster {
             }
         };
         let ip = cni::pod_ip(&result, "eth0", &path)?;
-        let mut pod = Pod { name: name.into(), node, ns, ip, container_id, result, host_ports: spec.host_ports, procs: Vec::new() };
+        let mut pod = Pod {
+            name: name.into(),
+            node,
+            ns,
+            ip,
+            container_id,
+            result,
+            host_ports: spec.host_ports,
+            procs: Vec::new(),
+        };
         let log = self.dir.join(format!("pod-{name}.log"));
         let mut cmd = self.probe.cmd(&pod.ns.name);
-        cmd.args(["serve", "--name", name, "--tcp", &format!("0.0.0.0:{POD_PORT}"), "--udp", &format!("0.0.0.0:{POD_PORT}")]);
+        cmd.args([
+            "serve",
+            "--name",
+            name,
+            "--tcp",
+            &format!("0.0.0.0:{POD_PORT}"),
+            "--udp",
+            &format!("0.0.0.0:{POD_PORT}"),
+        ]);
         let mut server = Proc::spawn(format!("pod {name} server"), cmd, &log)?;
         server.wait_for_log("ready", Duration::from_secs(5))?;
         pod.procs.push(server);
@@ -432,7 +460,11 @@ impl Cluster {
     /// The veth interfaces in node `i`'s namespace (one host end per pod).
     pub fn veths(&self, i: usize) -> Result<Vec<String>> {
         let out = sys::ip_in(self.node_ns(i), &["-o", "link", "show", "type", "veth"])?;
-        Ok(out.lines().filter_map(|l| l.split(':').nth(1)).map(|n| n.trim().split('@').next().unwrap_or_default().to_string()).collect())
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+            .collect())
     }
 
     // === requests ===
@@ -445,7 +477,9 @@ impl Cluster {
     /// Polls a GET from `ns` to `to` until it answers (the rules or routes may still be converging).
     pub fn get_eventually(&self, ns: &str, to: SocketAddr, timeout: Duration) -> Result<Reply> {
         let what = format!("GET http://{to}/ from {ns} to succeed");
-        sys::poll(&what, timeout, Duration::from_millis(100), || self.probe.get(ns, to, None, "/", Duration::from_millis(700)))
+        sys::poll(&what, timeout, Duration::from_millis(100), || {
+            self.probe.get(ns, to, None, "/", Duration::from_millis(700))
+        })
     }
 
     /// The namespace name of pod `name`.
@@ -468,7 +502,11 @@ impl Cluster {
             };
             let tail = std::fs::read_to_string(&n.agent_log).unwrap_or_default();
             let lines: Vec<&str> = tail.lines().collect();
-            out.push_str(&format!("--- causeway-node on {} ({state}), last lines:\n{}\n", n.name, lines[lines.len().saturating_sub(12)..].join("\n")));
+            out.push_str(&format!(
+                "--- causeway-node on {} ({state}), last lines:\n{}\n",
+                n.name,
+                lines[lines.len().saturating_sub(12)..].join("\n")
+            ));
         }
         if let Some(p) = self.proxy.as_mut() {
             let state = p.exited().map_or("running".to_string(), |s| format!("exited {s}"));

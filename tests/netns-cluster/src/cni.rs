@@ -46,9 +46,13 @@ pub fn load_network(conf_dir: &Path) -> Result<NetworkList> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json")))
         .collect();
     files.sort();
-    let file = files.into_iter().next().ok_or_else(|| Error::check(format!("no CNI configuration in {}", conf_dir.display())))?;
+    let file = files
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::check(format!("no CNI configuration in {}", conf_dir.display())))?;
     let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::check(format!("{}: invalid JSON: {e}", file.display())))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| Error::check(format!("{}: invalid JSON: {e}", file.display())))?;
     parse_network(&v, file)
 }
 
@@ -111,7 +115,9 @@ impl Invocation<'_> {
             let pm: Vec<Value> = self
                 .port_mappings
                 .iter()
-                .map(|(host, container, proto)| json!({"hostPort": host, "containerPort": container, "protocol": proto}))
+                .map(
+                    |(host, container, proto)| json!({"hostPort": host, "containerPort": container, "protocol": proto}),
+                )
                 .collect();
             m.insert("portMappings".into(), Value::Array(pm));
         }
@@ -172,7 +178,10 @@ impl Invocation<'_> {
                     v.get("msg").and_then(Value::as_str).unwrap_or_default(),
                     v.get("details").and_then(Value::as_str).unwrap_or_default()
                 ),
-                Err(_) => format!("{plugin_type} exited {} with no error JSON; stdout {stdout:?} stderr {stderr:?}", out.status),
+                Err(_) => format!(
+                    "{plugin_type} exited {} with no error JSON; stdout {stdout:?} stderr {stderr:?}",
+                    out.status
+                ),
             };
             return Err(fail(msg));
         }
@@ -272,7 +281,8 @@ mod tests {
 
     #[test]
     fn runtime_config_only_for_declared_capabilities() {
-        let net = parse_network(&json!({"name": "n", "cniVersion": "1.0.0", "plugins": [{"type": "a"}]}), "f".into()).unwrap();
+        let net = parse_network(&json!({"name": "n", "cniVersion": "1.0.0", "plugins": [{"type": "a"}]}), "f".into())
+            .unwrap();
         let pm = [(8080, 80, "tcp")];
         let inv = Invocation {
             node_ns: "x",
@@ -286,7 +296,11 @@ mod tests {
         let plain = inv.stdin_for(&net, &json!({"type": "a"}), None);
         assert!(plain.get("runtimeConfig").is_none());
         assert_eq!(plain["name"], "n");
-        let with = inv.stdin_for(&net, &json!({"type": "portmap", "capabilities": {"portMappings": true}}), Some(&json!({"ips": []})));
+        let with = inv.stdin_for(
+            &net,
+            &json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            Some(&json!({"ips": []})),
+        );
         assert_eq!(with["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
         assert!(with.get("prevResult").is_some());
     }

@@ -9,7 +9,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The suite needs root (network namespaces, iptables inside them).
-    #[error("the netns cluster tests create network namespaces and need root (CAP_NET_ADMIN); run `sudo ./tests/run.sh`")]
+    #[error(
+        "the netns cluster tests create network namespaces and need root (CAP_NET_ADMIN); run `sudo ./tests/run.sh`"
+    )]
     NotRoot,
     /// A binary under test is missing.
     #[error(

@@ -34,7 +34,8 @@ impl ManifestDir {
         let text = yaml::to_yaml_stream(docs);
         std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         let dst = self.file(stem);
-        std::fs::rename(&tmp, &dst).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), dst.display()), e))
+        std::fs::rename(&tmp, &dst)
+            .map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), dst.display()), e))
     }
 
     /// Writes `stem.yaml` in place, cut off inside a quoted value about `fraction` of the way through, as a
@@ -50,7 +51,8 @@ impl ManifestDir {
             .map(|(i, _)| i + 4)
             .ok_or_else(|| Error::check(format!("no quoted value after byte {from} to cut {stem}.yaml in")))?;
         let dst = self.file(stem);
-        std::fs::write(&dst, &text.as_bytes()[..cut]).map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
+        std::fs::write(&dst, &text.as_bytes()[..cut])
+            .map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
         Ok(cut)
     }
 

@@ -87,7 +87,8 @@ impl Svc {
             .ports
             .iter()
             .map(|p| {
-                let mut v = json!({"name": p.name, "protocol": p.proto.as_k8s(), "port": p.port, "targetPort": p.target_port});
+                let mut v =
+                    json!({"name": p.name, "protocol": p.proto.as_k8s(), "port": p.port, "targetPort": p.target_port});
                 if let Some(np) = p.node_port {
                     v["nodePort"] = json!(np);
                 }

@@ -45,7 +45,13 @@ impl FromStr for Reply {
             let v = field(k)?;
             v.parse().map_err(|_| Error::check(format!("reply {s:?}: {k}={v} is not an address")))
         };
-        Ok(Self { pod: field("pod")?, peer: addr("peer")?, local: addr("local")?, host: field("host")?, path: field("path")? })
+        Ok(Self {
+            pod: field("pod")?,
+            peer: addr("peer")?,
+            local: addr("local")?,
+            host: field("host")?,
+            path: field("path")?,
+        })
     }
 }
 
@@ -70,7 +76,12 @@ impl Probe {
     /// One HTTP GET from `ns` to `to` with optional Host header and path.
     pub fn get(&self, ns: &str, to: SocketAddr, host: Option<&str>, path: &str, timeout: Duration) -> Result<Reply> {
         let mut cmd = self.cmd(ns);
-        cmd.arg("get").arg(to.to_string()).arg("--path").arg(path).arg("--timeout-ms").arg(timeout.as_millis().to_string());
+        cmd.arg("get")
+            .arg(to.to_string())
+            .arg("--path")
+            .arg(path)
+            .arg("--timeout-ms")
+            .arg(timeout.as_millis().to_string());
         if let Some(h) = host {
             cmd.arg("--host").arg(h);
         }
@@ -80,7 +91,12 @@ impl Probe {
     /// One GET expecting the raw body (admin endpoints), 200 only.
     pub fn get_raw(&self, ns: &str, to: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
         let mut cmd = self.cmd(ns);
-        cmd.arg("get").arg(to.to_string()).arg("--path").arg(path).arg("--timeout-ms").arg(timeout.as_millis().to_string());
+        cmd.arg("get")
+            .arg(to.to_string())
+            .arg("--path")
+            .arg(path)
+            .arg("--timeout-ms")
+            .arg(timeout.as_millis().to_string());
         sys::run(&mut cmd)
     }
 
@@ -93,7 +109,15 @@ impl Probe {
 
     /// A request loop from `ns` to `to` for `duration`, one new connection every `interval`; started in the
     /// background, read with [`LoopRecord::parse`] after the process exits.
-    pub fn spawn_loop(&self, ns: &str, to: SocketAddr, host: Option<&str>, duration: Duration, interval: Duration, log: &Path) -> Result<sys::Proc> {
+    pub fn spawn_loop(
+        &self,
+        ns: &str,
+        to: SocketAddr,
+        host: Option<&str>,
+        duration: Duration,
+        interval: Duration,
+        log: &Path,
+    ) -> Result<sys::Proc> {
         let mut cmd = self.cmd(ns);
         cmd.arg("loop")
             .arg(to.to_string())
@@ -152,7 +176,8 @@ mod tests {
         let r: Reply = "pod=web-1 peer=10.244.1.3:41234 local=10.244.2.2:8080 host=a.example path=/x".parse().unwrap();
         assert_eq!((r.pod.as_str(), r.peer_ip().to_string().as_str(), r.path.as_str()), ("web-1", "10.244.1.3", "/x"));
         assert!("pod=x".parse::<Reply>().is_err());
-        let recs = LoopRecord::parse("0 OK pod=a peer=1.2.3.4:5 local=5.6.7.8:9 host=- path=/\n50 ERR connect: refused\n");
+        let recs =
+            LoopRecord::parse("0 OK pod=a peer=1.2.3.4:5 local=5.6.7.8:9 host=- path=/\n50 ERR connect: refused\n");
         assert_eq!(recs.len(), 2);
         assert!(recs[0].outcome.is_ok());
         assert_eq!(recs[1].outcome, Err("connect: refused".to_string()));

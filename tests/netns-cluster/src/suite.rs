@@ -54,7 +54,9 @@ impl Suite {
         };
         match &failure {
             None => eprintln!("check {name} ... ok ({} ms)", took.as_millis()),
-            Some(why) => eprintln!("check {name} ... FAILED ({} ms): {why}\n{}", took.as_millis(), cluster.diagnostics()),
+            Some(why) => {
+                eprintln!("check {name} ... FAILED ({} ms): {why}\n{}", took.as_millis(), cluster.diagnostics())
+            }
         }
         self.outcomes.push(Outcome { name: name.into(), failure, took });
     }
@@ -63,7 +65,11 @@ impl Suite {
     pub fn skipped_by_setup(&mut self, names: &[&str], why: &str) {
         for n in names {
             eprintln!("check {n} ... FAILED (setup): {why}");
-            self.outcomes.push(Outcome { name: (*n).into(), failure: Some(format!("setup failed: {why}")), took: Duration::ZERO });
+            self.outcomes.push(Outcome {
+                name: (*n).into(),
+                failure: Some(format!("setup failed: {why}")),
+                took: Duration::ZERO,
+            });
         }
     }
 

@@ -32,7 +32,11 @@ fn trimmed(bytes: &[u8]) -> String {
     let s = s.trim();
     // Keep messages readable: the tail holds the error.
     let chars: Vec<char> = s.chars().collect();
-    if chars.len() > 2000 { format!("...{}", chars[chars.len() - 2000..].iter().collect::<String>()) } else { s.to_string() }
+    if chars.len() > 2000 {
+        format!("...{}", chars[chars.len() - 2000..].iter().collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 /// Runs `cmd` to completion; its stdout when it exits 0, else [`Error::Command`] with its output.
@@ -52,9 +56,11 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` to completion and returns its raw output whatever the exit status.
 pub fn output(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Command { cmd: describe(cmd), status: "not started".into(), output: e.to_string() })
+    cmd.stdin(Stdio::null()).output().map_err(|e| Error::Command {
+        cmd: describe(cmd),
+        status: "not started".into(),
+        output: e.to_string(),
+    })
 }
 
 /// `ip ARGS...` in the root namespace (only ever used with `-n NS` or `netns` subcommands).
@@ -91,16 +97,19 @@ impl Proc {
     pub fn spawn(label: impl Into<String>, mut cmd: Command, log: &Path) -> Result<Self> {
         let label = label.into();
         let open = || {
-            File::options().create(true).append(true).open(log).map_err(|e| Error::io(format!("opening {}", log.display()), e))
+            File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| Error::io(format!("opening {}", log.display()), e))
         };
         let out = open()?;
         let err = open()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Error::Command { cmd: describe(&cmd), status: "not started".into(), output: e.to_string() })?;
+        let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().map_err(|e| Error::Command {
+            cmd: describe(&cmd),
+            status: "not started".into(),
+            output: e.to_string(),
+        })?;
         Ok(Self { label, child: Some(child), log: log.to_path_buf() })
     }
 

@@ -72,9 +72,12 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
     })?;
     // Problems of one path are collected so the other path is still measured and reported.
     let mut problems = Vec::new();
-    let proxy_ready = sys::poll("the edge proxy to route scale.example.test", Duration::from_secs(15), Duration::from_millis(100), || {
-        c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_millis(700))
-    });
+    let proxy_ready = sys::poll(
+        "the edge proxy to route scale.example.test",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_millis(700)),
+    );
     if let Err(e) = &proxy_ready {
         problems.push(format!("Ingress path not measured: {e}"));
     }
@@ -100,11 +103,19 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
     let t_up = now_ms();
     let mut report = Vec::new();
     for l in &loops {
-        let first = sys::poll(&format!("{}: a request answered by s3 after scale-up", l.name), Duration::from_secs(6), Duration::from_millis(50), || {
-            answered_by(&l.records(), "s3").into_iter().find(|&t| t >= t_up).ok_or_else(|| Error::check("none yet"))
-        })?;
+        let first = sys::poll(
+            &format!("{}: a request answered by s3 after scale-up", l.name),
+            Duration::from_secs(6),
+            Duration::from_millis(50),
+            || answered_by(&l.records(), "s3").into_iter().find(|&t| t >= t_up).ok_or_else(|| Error::check("none yet")),
+        )?;
         report.push(format!("{}: s3 after {} ms", l.name, first.saturating_sub(t_up)));
-        ensure!(first.saturating_sub(t_up) <= MOVE_WITHIN_MS, "{}: first answer from s3 {} ms after the slice listed it (bound {MOVE_WITHIN_MS} ms)", l.name, first - t_up);
+        ensure!(
+            first.saturating_sub(t_up) <= MOVE_WITHIN_MS,
+            "{}: first answer from s3 {} ms after the slice listed it (bound {MOVE_WITHIN_MS} ms)",
+            l.name,
+            first - t_up
+        );
     }
 
     // Scale down: s1 leaves the slice; once no new request reaches it, its pod is deleted (CNI DEL).
@@ -112,9 +123,18 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
     let t_down = now_ms();
     let window_end = t_down + MOVE_WITHIN_MS + 500;
     for l in &loops {
-        sys::poll(&format!("{}: requests past the scale-down window", l.name), Duration::from_secs(6), Duration::from_millis(50), || {
-            if l.records().iter().filter(|r| r.at_ms > window_end).count() >= 4 { Ok(()) } else { Err(Error::check("not yet")) }
-        })?;
+        sys::poll(
+            &format!("{}: requests past the scale-down window", l.name),
+            Duration::from_secs(6),
+            Duration::from_millis(50),
+            || {
+                if l.records().iter().filter(|r| r.at_ms > window_end).count() >= 4 {
+                    Ok(())
+                } else {
+                    Err(Error::check("not yet"))
+                }
+            },
+        )?;
         let recs = l.records();
         let last_s1 = answered_by(&recs, "s1").into_iter().max().unwrap_or(0);
         report.push(format!("{}: last s1 {} ms after scale-down", l.name, last_s1.saturating_sub(t_down)));
@@ -128,9 +148,18 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
     c.delete_pod("s1")?;
     let t_del = now_ms();
     for l in &loops {
-        sys::poll(&format!("{}: requests after s1's DEL", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
-            if l.records().iter().filter(|r| r.at_ms > t_del + 300).count() >= 10 { Ok(()) } else { Err(Error::check("not yet")) }
-        })?;
+        sys::poll(
+            &format!("{}: requests after s1's DEL", l.name),
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || {
+                if l.records().iter().filter(|r| r.at_ms > t_del + 300).count() >= 10 {
+                    Ok(())
+                } else {
+                    Err(Error::check("not yet"))
+                }
+            },
+        )?;
     }
     for l in &mut loops {
         l.proc.kill();
@@ -140,9 +169,18 @@ fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
         let recs = l.records();
         let failed: Vec<String> = recs
             .iter()
-            .filter_map(|r| r.outcome.as_ref().err().map(|e| format!("at t_up{:+} ms: {e}", r.at_ms as i64 - t_up as i64)))
+            .filter_map(|r| {
+                r.outcome.as_ref().err().map(|e| format!("at t_up{:+} ms: {e}", r.at_ms as i64 - t_up as i64))
+            })
             .collect();
-        ensure!(failed.is_empty(), "{}: {} of {} requests failed during scaling: {}", l.name, failed.len(), recs.len(), failed.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+        ensure!(
+            failed.is_empty(),
+            "{}: {} of {} requests failed during scaling: {}",
+            l.name,
+            failed.len(),
+            recs.len(),
+            failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        );
         let after: BTreeSet<String> = recs
             .iter()
             .filter(|r| r.at_ms > t_del)
@@ -160,16 +198,28 @@ fn deleting_a_pod_releases_its_address(c: &mut Cluster) -> Result<()> {
     let veths_before = c.veths(0)?;
     let ip = c.add_pod("d1", 0, PodSpec::default())?;
     ensure!(c.ipam_addresses(0)?.contains(&ip), "after ADD, node1's IPAM store does not hold d1's {ip}");
-    ensure!(c.veths(0)?.len() == veths_before.len() + 1, "ADD did not add exactly one veth on node1: {:?}", c.veths(0)?);
+    ensure!(
+        c.veths(0)?.len() == veths_before.len() + 1,
+        "ADD did not add exactly one veth on node1: {:?}",
+        c.veths(0)?
+    );
     let x2 = c.pod_ns("x2")?;
     c.get_eventually(&x2, sa(ip, POD_PORT), CONVERGE)?;
     let pod = c.delete_pod("d1")?;
     let now = c.ipam_addresses(0)?;
     ensure!(!now.contains(&ip), "after DEL, node1's IPAM store still holds d1's {ip}: {now:?}");
     ensure!(now == held, "after ADD+DEL the store changed: before {held:?}, after {now:?}");
-    ensure!(c.veths(0)? == veths_before, "after DEL, node1's veths are {:?}, before ADD {:?}", c.veths(0)?, veths_before);
+    ensure!(
+        c.veths(0)? == veths_before,
+        "after DEL, node1's veths are {:?}, before ADD {:?}",
+        c.veths(0)?,
+        veths_before
+    );
     ensure!(sys::ip_in(&pod.ns.name, &["link", "show", "eth0"]).is_err(), "after DEL, d1's netns still has eth0");
-    ensure!(c.probe.get(&x2, sa(ip, POD_PORT), None, "/", Duration::from_millis(700)).is_err(), "{ip} still answers after DEL");
+    ensure!(
+        c.probe.get(&x2, sa(ip, POD_PORT), None, "/", Duration::from_millis(700)).is_err(),
+        "{ip} still answers after DEL"
+    );
     // The released address can be allocated again: a new pod takes the next free address and serves.
     let ip2 = c.add_pod("d2", 0, PodSpec::default())?;
     c.get_eventually(&x2, sa(ip2, POD_PORT), CONVERGE)?;
@@ -188,7 +238,12 @@ fn failed_add_leaves_nothing_behind(c: &mut Cluster) -> Result<()> {
         Err(Error::Cni { msg, .. }) => ensure!(msg.contains("code"), "the failed ADD printed no CNI error JSON: {msg}"),
         Err(e) => return Err(e),
     }
-    ensure!(c.ipam_addresses(node)? == ips, "a failed ADD (missing netns) leaked an address: {:?} -> {:?}", ips, c.ipam_addresses(node)?);
+    ensure!(
+        c.ipam_addresses(node)? == ips,
+        "a failed ADD (missing netns) leaked an address: {:?} -> {:?}",
+        ips,
+        c.ipam_addresses(node)?
+    );
     ensure!(c.veths(node)? == veths, "a failed ADD (missing netns) leaked a veth: {:?}", c.veths(node)?);
     c.raw_del(node, &id, &missing).map_err(|e| Error::check(format!("DEL after the failed ADD must succeed: {e}")))?;
 
@@ -199,9 +254,15 @@ fn failed_add_leaves_nothing_behind(c: &mut Cluster) -> Result<()> {
     if let Ok(r) = c.raw_add(node, &id2, &ns.path()) {
         return Err(Error::check(format!("ADD into a netns that already has eth0 succeeded: {r}")));
     }
-    ensure!(c.ipam_addresses(node)? == ips, "a failed ADD (eth0 taken) leaked an address: {:?} -> {:?}", ips, c.ipam_addresses(node)?);
+    ensure!(
+        c.ipam_addresses(node)? == ips,
+        "a failed ADD (eth0 taken) leaked an address: {:?} -> {:?}",
+        ips,
+        c.ipam_addresses(node)?
+    );
     ensure!(c.veths(node)? == veths, "a failed ADD (eth0 taken) leaked a veth: {:?}", c.veths(node)?);
-    c.raw_del(node, &id2, &ns.path()).map_err(|e| Error::check(format!("DEL after the failed ADD must succeed: {e}")))?;
+    c.raw_del(node, &id2, &ns.path())
+        .map_err(|e| Error::check(format!("DEL after the failed ADD must succeed: {e}")))?;
     drop(ns);
 
     // The rest of the node is untouched: its pods still talk across nodes, and a good ADD still works.
@@ -283,7 +344,9 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
         }
         let r = c.get(&cl, sa(SCALE_IP, 80))?;
         ensure!(r.pod.starts_with('s'), "with a half-written file: cl -> scale answered by {}", r.pod);
-        if c.proxy.is_some() && c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_secs(2)).is_err() {
+        if c.proxy.is_some()
+            && c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_secs(2)).is_err()
+        {
             problems.push("the Ingress stopped answering while a manifests file was half-written".to_string());
             break;
         }
@@ -294,7 +357,8 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
         }
     }
     // Each watcher reports the bad file by name (design §4: "reported by name and skipped").
-    let mut logs: Vec<(String, std::path::PathBuf)> = c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
+    let mut logs: Vec<(String, std::path::PathBuf)> =
+        c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
     if let Some(p) = c.proxy.as_ref() {
         logs.push(("causeway run".into(), p.log.clone()));
     }
@@ -317,7 +381,12 @@ fn connectivity_after_churn(c: &mut Cluster) -> Result<()> {
         let src = c.pod(from)?.ip;
         for to in live.iter().filter(|t| *t != from) {
             let r = c.get_eventually(&ns, sa(c.pod(to)?.ip, POD_PORT), CONVERGE)?;
-            ensure!(&r.pod == to && r.peer_ip() == IpAddr::V4(src), "{from} -> {to}: answered by {} seeing {}", r.pod, r.peer);
+            ensure!(
+                &r.pod == to && r.peer_ip() == IpAddr::V4(src),
+                "{from} -> {to}: answered by {} seeing {}",
+                r.pod,
+                r.peer
+            );
         }
         let r = c.get_eventually(&ns, sa(SCALE_IP, 80), CONVERGE)?;
         ensure!(r.pod.starts_with('s') && c.pods.contains_key(&r.pod), "{from} -> scale answered by {}", r.pod);
@@ -331,7 +400,10 @@ const CHECKS: &[(&str, Check)] = &[
     ("scale_up_and_down_moves_traffic_within_2s", scale_up_and_down_moves_traffic_within_2s),
     ("deleting_a_pod_releases_its_address", deleting_a_pod_releases_its_address),
     ("failed_add_leaves_nothing_behind", failed_add_leaves_nothing_behind),
-    ("killed_agent_keeps_connectivity_and_restarted_agent_converges", killed_agent_keeps_connectivity_and_restarted_agent_converges),
+    (
+        "killed_agent_keeps_connectivity_and_restarted_agent_converges",
+        killed_agent_keeps_connectivity_and_restarted_agent_converges,
+    ),
     ("half_written_manifest_keeps_the_rest_serving", half_written_manifest_keeps_the_rest_serving),
     ("connectivity_after_churn", connectivity_after_churn),
 ];

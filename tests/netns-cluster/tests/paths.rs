@@ -84,7 +84,12 @@ fn populate(c: &mut Cluster) -> Result<()> {
         docs.push(objects::tls_secret(&secret, cert, key));
         tls_refs.push((host.clone(), secret));
     }
-    let path = |host: &str, path: &str, service: &str| IngressPath { host: host.into(), path: path.into(), service: service.into(), port: 80 };
+    let path = |host: &str, path: &str, service: &str| IngressPath {
+        host: host.into(),
+        path: path.into(),
+        service: service.into(),
+        port: 80,
+    };
     let paths = [path(HOST_A, "/", "ing-a"), path(HOST_A, "/api", "ing-api"), path(HOST_B, "/", "ing-b")];
     docs.push(objects::ingress("edge", &paths, &tls_refs));
     c.manifests.write("ingress", &docs)
@@ -105,7 +110,11 @@ fn pod_to_pod(c: &Cluster, from: &str, to: &str) -> Result<()> {
     let (src, dst) = (c.pod(from)?.ip, c.pod(to)?.ip);
     let r = c.get_eventually(&c.pod_ns(from)?, sa(dst, POD_PORT), CONVERGE)?;
     ensure!(r.pod == to, "{from} -> {dst}: answered by {}, want {to}", r.pod);
-    ensure!(r.peer_ip() == IpAddr::V4(src), "{from} -> {to}: source seen as {}, want {src} (no NAT between pods)", r.peer_ip());
+    ensure!(
+        r.peer_ip() == IpAddr::V4(src),
+        "{from} -> {to}: source seen as {}, want {src} (no NAT between pods)",
+        r.peer_ip()
+    );
     Ok(())
 }
 
@@ -126,7 +135,11 @@ fn pod_to_outside_is_masqueraded(c: &mut Cluster) -> Result<()> {
         let r = c.get_eventually(&c.pod_ns(pod)?, sa(CLIENT_IP, POD_PORT), CONVERGE)?;
         ensure!(r.pod == "outside", "{pod} -> outside: answered by {}", r.pod);
         let want = node_ip(node);
-        ensure!(r.peer_ip() == IpAddr::V4(want), "{pod} -> outside: source seen as {}, want its node's address {want}", r.peer_ip());
+        ensure!(
+            r.peer_ip() == IpAddr::V4(want),
+            "{pod} -> outside: source seen as {}, want its node's address {want}",
+            r.peer_ip()
+        );
     }
     Ok(())
 }
@@ -146,7 +159,12 @@ fn cluster_ip_from_every_node(c: &mut Cluster) -> Result<()> {
             let r = c.get(&ns, to)?;
             ensure!(web_pods().contains(&r.pod), "{pod} -> web: answered by {}, not an endpoint", r.pod);
             if r.pod != pod {
-                ensure!(r.peer_ip() == IpAddr::V4(src), "{pod} -> web -> {}: source seen as {}, want the pod's {src}", r.pod, r.peer_ip());
+                ensure!(
+                    r.peer_ip() == IpAddr::V4(src),
+                    "{pod} -> web -> {}: source seen as {}, want the pod's {src}",
+                    r.pod,
+                    r.peer_ip()
+                );
             }
             seen.insert(r.pod);
         }
@@ -165,7 +183,9 @@ fn udp_to_cluster_ip(c: &mut Cluster) -> Result<()> {
     for pod in ["a1", "b1", "c1"] {
         let ns = c.pod_ns(pod)?;
         let what = format!("a UDP answer from web:53 to {pod}");
-        let r = sys::poll(&what, CONVERGE, Duration::from_millis(100), || c.probe.udp(&ns, sa(WEB_IP, 53), Duration::from_millis(700)))?;
+        let r = sys::poll(&what, CONVERGE, Duration::from_millis(100), || {
+            c.probe.udp(&ns, sa(WEB_IP, 53), Duration::from_millis(700))
+        })?;
         ensure!(web_pods().contains(&r.pod), "{pod} -> web:53/udp: answered by {}", r.pod);
     }
     Ok(())
@@ -184,7 +204,12 @@ fn session_affinity(c: &mut Cluster) -> Result<()> {
         let first = c.get_eventually(&ns, sa(STICKY_IP, 80), CONVERGE)?;
         for i in 0..20 {
             let r = c.get(&ns, sa(STICKY_IP, 80))?;
-            ensure!(r.pod == first.pod, "{pod} -> sticky (ClientIP affinity): request {i} went to {}, the first to {}", r.pod, first.pod);
+            ensure!(
+                r.pod == first.pod,
+                "{pod} -> sticky (ClientIP affinity): request {i} went to {}, the first to {}",
+                r.pod,
+                first.pod
+            );
         }
     }
     Ok(())
@@ -200,7 +225,11 @@ fn node_port_cluster_policy_on_every_node(c: &mut Cluster) -> Result<()> {
             seen.insert(c.get(&client, sa(node_ip(i), NODE_PORT))?.pod);
         }
         let want: BTreeSet<String> = ["b1", "c1"].iter().map(|s| s.to_string()).collect();
-        ensure!(seen.is_subset(&want) && !seen.is_empty(), "outside -> node{}:{NODE_PORT}: answered by {seen:?}, want endpoints {want:?}", i + 1);
+        ensure!(
+            seen.is_subset(&want) && !seen.is_empty(),
+            "outside -> node{}:{NODE_PORT}: answered by {seen:?}, want endpoints {want:?}",
+            i + 1
+        );
     }
     Ok(())
 }
@@ -209,11 +238,19 @@ fn node_port_local_policy_preserves_client_address(c: &mut Cluster) -> Result<()
     let client = c.client.name.clone();
     let r = c.get_eventually(&client, sa(node_ip(1), NODE_PORT_LOCAL), CONVERGE)?;
     ensure!(r.pod == "b1", "outside -> node2:{NODE_PORT_LOCAL}: answered by {}", r.pod);
-    ensure!(r.peer_ip() == IpAddr::V4(CLIENT_IP), "Local policy: b1 saw {}, want the client's {CLIENT_IP}", r.peer_ip());
+    ensure!(
+        r.peer_ip() == IpAddr::V4(CLIENT_IP),
+        "Local policy: b1 saw {}, want the client's {CLIENT_IP}",
+        r.peer_ip()
+    );
     // Nodes without a local endpoint must not forward (kube-proxy drops there).
     for i in [0, 2] {
         if let Ok(r) = c.probe.get(&client, sa(node_ip(i), NODE_PORT_LOCAL), None, "/", Duration::from_millis(1000)) {
-            return Err(Error::check(format!("Local policy: node{} has no local endpoint but {} answered", i + 1, r.pod)));
+            return Err(Error::check(format!(
+                "Local policy: node{} has no local endpoint but {} answered",
+                i + 1,
+                r.pod
+            )));
         }
     }
     Ok(())
@@ -240,9 +277,17 @@ fn ingress_get(c: &Cluster, host: &str, path: &str) -> Result<Reply> {
 
 fn ingress_http_by_host_and_path(c: &mut Cluster) -> Result<()> {
     wait_proxy_ready(c)?;
-    let first = sys::poll("the Ingress to route a.example.test/", CONVERGE, Duration::from_millis(100), || ingress_get(c, HOST_A, "/"))?;
+    let first = sys::poll("the Ingress to route a.example.test/", CONVERGE, Duration::from_millis(100), || {
+        ingress_get(c, HOST_A, "/")
+    })?;
     ensure!(first.pod == "a2", "http://{HOST_A}/: answered by {}, want a2", first.pod);
-    for (host, path, want) in [(HOST_A, "/index.html", "a2"), (HOST_A, "/api/users", "c1"), (HOST_A, "/api", "c1"), (HOST_B, "/", "b1"), (HOST_B, "/api", "b1")] {
+    for (host, path, want) in [
+        (HOST_A, "/index.html", "a2"),
+        (HOST_A, "/api/users", "c1"),
+        (HOST_A, "/api", "c1"),
+        (HOST_B, "/", "b1"),
+        (HOST_B, "/api", "b1"),
+    ] {
         let r = ingress_get(c, host, path)?;
         ensure!(r.pod == want, "http://{host}{path}: answered by {}, want {want}", r.pod);
         ensure!(r.path == path && r.host == host, "http://{host}{path}: the pod saw host {} path {}", r.host, r.path);
@@ -273,9 +318,15 @@ fn ingress_https_with_sni(c: &mut Cluster) -> Result<()> {
                 &format!("https://{host}/secure"),
             ]))
         };
-        let body = sys::poll(&format!("https://{host}/ through the edge proxy"), CONVERGE, Duration::from_millis(200), curl)?;
+        let body =
+            sys::poll(&format!("https://{host}/ through the edge proxy"), CONVERGE, Duration::from_millis(200), curl)?;
         let r: Reply = body.trim().parse()?;
-        ensure!(r.pod == want && r.path == "/secure", "https://{host}/secure: answered by {} (path {}), want {want}", r.pod, r.path);
+        ensure!(
+            r.pod == want && r.path == "/secure",
+            "https://{host}/secure: answered by {} (path {}), want {want}",
+            r.pod,
+            r.path
+        );
     }
     Ok(())
 }

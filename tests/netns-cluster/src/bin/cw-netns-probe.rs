@@ -72,7 +72,9 @@ impl Flags {
     fn millis(&self, name: &str, default: u64) -> Result<Duration, String> {
         match self.one(name) {
             None => Ok(Duration::from_millis(default)),
-            Some(v) => v.parse().map(Duration::from_millis).map_err(|_| format!("--{name} {v:?} is not a number of ms")),
+            Some(v) => {
+                v.parse().map(Duration::from_millis).map_err(|_| format!("--{name} {v:?} is not a number of ms"))
+            }
         }
     }
 
@@ -203,7 +205,8 @@ fn http_get(to: SocketAddr, host: Option<&str>, path: &str, timeout: Duration) -
     conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     conn.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let host = host.map(str::to_string).unwrap_or_else(|| to.to_string());
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\nuser-agent: cw-netns-probe\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\nuser-agent: cw-netns-probe\r\n\r\n");
     conn.write_all(request.as_bytes()).map_err(|e| format!("write {to}: {e}"))?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw).map_err(|e| format!("read {to}: {e}"))?;
@@ -248,7 +251,8 @@ fn loop_cmd(args: &[String]) -> Result<(), String> {
         if at >= duration {
             break;
         }
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let line = match http_get(to, host, path, timeout) {
             Ok(body) => format!("{wall} OK {}", body.trim_end()),
             Err(e) => format!("{wall} ERR {}", e.replace('\n', " ")),
