@@ -351,6 +351,55 @@ def node_agent():
     return d
 
 
+def controller():
+    d = Dashboard("causeway-controller", "Causeway / Controller",
+                  "The Kubernetes side of the causeway replicas: watch health, leader election, Ingress status "
+                  "writes and Events. Exported when causeway watches a cluster (not with --manifests).",
+                  ["causeway"], [("instance", "Replica", "label_values(causeway_kube_watch_synced, instance)")])
+    d.row("Watches")
+    d.panel("stat", "Leaders", [f"sum(causeway_leader{{{INST}}})"],
+            "Replicas holding the Lease: exactly 1 when healthy.", unit="short", w=6, h=5,
+            field={"thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": None},
+                                                                  {"color": "green", "value": 1},
+                                                                  {"color": "red", "value": 2}]}})
+    d.panel("stat", "Watched kinds not synced",
+            [f"count(causeway_kube_watch_synced{{{INST}}} == 0) or count(causeway_kube_watch_synced{{{INST}}}) * 0"],
+            "Kinds whose current list has not been delivered: the replica is not ready (/readyz) while any is.",
+            unit="short", w=6, h=5,
+            field={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                  {"color": "red", "value": 1}]}})
+    d.panel("stat", "Watch errors per minute",
+            [f"sum(rate(causeway_kube_watch_errors_total{{{INST}}}[{RATE}])) * 60"], unit="short", w=6, h=5)
+    d.panel("stat", "Re-lists (range)",
+            [f"sum(increase(causeway_kube_watch_restarts_total{{{INST}}}[$__range]))"], unit="short", w=6, h=5)
+    d.panel("timeseries", "Synced by kind",
+            [(f"min by (kind) (causeway_kube_watch_synced{{{INST}}})", "{{kind}}")],
+            "1 once the kind's list has been delivered; 0 while it re-lists.", unit="short", w=8)
+    d.panel("timeseries", "Watch errors by kind",
+            [(f"sum by (kind) (rate(causeway_kube_watch_errors_total{{{INST}}}[{RATE}]))", "{{kind}}")],
+            "Failed lists and broken watches (API server restarts, expired resource versions, missing RBAC).",
+            unit="ops", w=8)
+    d.panel("timeseries", "Re-lists by kind",
+            [(f"sum by (kind) (rate(causeway_kube_watch_restarts_total{{{INST}}}[{RATE}]))", "{{kind}}")],
+            unit="ops", w=8)
+    d.row("Leadership and writes")
+    d.panel("timeseries", "Leader by replica",
+            [(f"max by (instance) (causeway_leader{{{INST}}})", "{{instance}}")], unit="short", w=8)
+    d.panel("timeseries", "Leadership changes",
+            [(f"sum by (instance, change) (increase(causeway_leader_transitions_total{{{INST}}}[$__range]))",
+              "{{instance}} {{change}}")], unit="short", w=8)
+    d.panel("timeseries", "Ingress status writes by result",
+            [(f"sum by (result) (rate(causeway_ingress_status_updates_total{{{INST}}}[{RATE}]))", "{{result}}")],
+            "Writes of Ingress status.loadBalancer by the leader.", unit="ops", w=8)
+    d.panel("timeseries", "Events published by result",
+            [(f"sum by (result) (rate(causeway_kube_events_total{{{INST}}}[{RATE}]))", "{{result}}")],
+            "Diagnostics published as Kubernetes Events on the objects concerned.", unit="ops", w=12)
+    d.panel("timeseries", "Diagnostics by severity",
+            [(f"max by (severity) (causeway_route_table_diagnostics{{{INST}}})", "{{severity}}")],
+            "Objects or fields left out of the live table.", unit="short", w=12)
+    return d
+
+
 def load_balancer():
     d = Dashboard("causeway-loadbalancer", "Causeway / LoadBalancer addresses",
                   "Addresses of Services of type LoadBalancer: pools, assignments, which node announces each.",
@@ -360,7 +409,8 @@ def load_balancer():
 
 def main():
     for name, d in (("edge-overview", edge_overview()), ("ingress-service", per_ingress()),
-                    ("node-agent", node_agent()), ("loadbalancer", load_balancer())):
+                    ("controller", controller()), ("node-agent", node_agent()),
+                    ("loadbalancer", load_balancer())):
         if not [p for p in d.panels if p["type"] != "row"]:
             continue  # nothing to show yet: the metrics do not exist in the code
         path = os.path.join(HERE, f"causeway-{name}.json")

@@ -34,6 +34,7 @@ inside() {
     PIDS=()
     cleanup_inside() {
         local pid
+        if [ -n "${CLUSTER_STARTED:-}" ]; then "$ROOT/tests/cluster/stop.sh" "$W/cluster" >/dev/null 2>&1 || true; fi
         for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
         for pid in "${PIDS[@]}"; do
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -72,6 +73,79 @@ inside() {
         [ "$failed" -eq 0 ]
         exit
     }
+
+    # kube_phase: sets KUBE_TARGET (host:port of a causeway on the Kubernetes source) or SKIP_EMPTY.
+    kube_phase() {
+        local cache="${CAUSEWAY_CLUSTER_CACHE:-/var/cache/causeway}"
+        local apiserver="${KUBE_APISERVER:-$cache/k8s-${K8S_VERSION:-v1.35.4}/kube-apiserver}"
+        local etcd="${ETCD:-$cache/etcd-${ETCD_VERSION:-v3.6.16}/etcd}"
+        SKIP_EMPTY=(--skip-empty causeway-controller)
+        if [ ! -x "$ROOT/tests/cluster/start.sh" ] || [ ! -x "$apiserver" ] || [ ! -x "$etcd" ]; then
+            echo "skip  Kubernetes source: the test control plane is not built (tests/cluster/build.sh)"
+            return 1
+        fi
+        local kc="$W/cluster/admin.kubeconfig" kadmin kpid
+        CLUSTER_STARTED=1
+        if ! CAUSEWAY_CLUSTER_OWNER_PID=$$ "$ROOT/tests/cluster/start.sh" "$W/cluster" >"$W/cluster-start.log" 2>&1; then
+            fail "tests/cluster/start.sh: $(tail -n 3 "$W/cluster-start.log")"
+            return 1
+        fi
+        kubectl --kubeconfig "$kc" create namespace causeway-system >/dev/null 2>&1 || true
+        # The same objects, minus what the API server refuses (loopback endpoint addresses; status on create),
+        # plus an Ingress naming a Service that does not exist (a diagnostic, hence an Event).
+        python3 - "$M/objects.yaml" "$W/kube-objects.yaml" <<'PY'
+import sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+for o in objs:
+    o.pop("status", None)
+    if o["kind"] == "EndpointSlice":
+        for e in o.get("endpoints", []):
+            e["addresses"] = ["10.255.0.1"]
+objs.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+             "metadata": {"name": "broken", "namespace": "obs"},
+             "spec": {"rules": [{"host": "broken.obs.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                      "backend": {"service": {"name": "missing", "port": {"number": 80}}}}]}}]}})
+yaml.safe_dump_all(objs, open(sys.argv[2], "w"))
+PY
+        if ! kubectl --kubeconfig "$kc" apply -f "$W/kube-objects.yaml" >"$W/kube-apply.log" 2>&1; then
+            fail "kubectl apply of the test objects: $(tail -n 3 "$W/kube-apply.log")"
+            return 1
+        fi
+        kadmin="$(free_port)"
+        POD_NAME=obs-kube POD_NAMESPACE=causeway-system "$CAUSEWAY_BIN" run --kubeconfig "$kc" \
+            --http-addr "127.0.0.1:$(free_port)" --https-addr "127.0.0.1:$(free_port)" \
+            --admin-addr "127.0.0.1:$kadmin" --publish-address 127.0.0.1 >"$W/causeway-kube.log" 2>&1 &
+        kpid=$!
+        PIDS+=("$kpid")
+        # A build without the Kubernetes source says so and exits: report it as skipped, not failed.
+        for _ in $(seq 50); do
+            kill -0 "$kpid" 2>/dev/null || break
+            curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$kadmin/healthz" 2>/dev/null && break
+            sleep 0.2
+        done
+        if ! kill -0 "$kpid" 2>/dev/null && grep -q "not wired" "$W/causeway-kube.log"; then
+            echo "skip  Kubernetes source: this causeway build has none ($(grep -o 'no source[^(]*' "$W/causeway-kube.log" | head -n1))"
+            return 1
+        fi
+        wait_http causeway-kube "$kpid" "http://127.0.0.1:$kadmin/readyz" || return 1
+        # An API server outage: every watch breaks and re-lists.
+        "$ROOT/tests/cluster/stop.sh" --only apiserver "$W/cluster" >/dev/null 2>&1
+        "$ROOT/tests/cluster/start.sh" --only apiserver "$W/cluster" >>"$W/cluster-start.log" 2>&1 \
+            || { fail "restarting kube-apiserver: $(tail -n 3 "$W/cluster-start.log")"; return 1; }
+        local deadline=$(( $(date +%s) + TIMEOUT ))
+        until curl -fsS --max-time 2 "http://127.0.0.1:$kadmin/metrics" 2>/dev/null \
+            | grep -q '^causeway_kube_watch_restarts_total{'; do
+            if [ "$(date +%s)" -ge "$deadline" ]; then
+                fail "causeway-kube: no watch restart counted ${TIMEOUT}s after the API server restarted"
+                return 1
+            fi
+            sleep 0.5
+        done
+        ok "causeway-kube re-listed after an API server restart"
+        KUBE_TARGET="127.0.0.1:$kadmin"
+        SKIP_EMPTY=()
+    }
+    CLUSTER_STARTED=""
 
     ip link set lo up
     # The node's address for the agent (routes to other nodes need a connected next hop): one end of a veth
@@ -264,6 +338,16 @@ EOF
     NODE_B_PID=$!
     wait_http causeway-node-b "$NODE_B_PID" "http://127.0.0.1:$NODE_B_ADMIN_PORT/metrics" || finish
 
+    # --- The Kubernetes source (watch health, leadership, status, Events) ----------------------------------------
+    # A second causeway watches a real kube-apiserver (tests/cluster/, started inside this namespace) when the
+    # control plane is built and this causeway build has the Kubernetes source; an API server restart in the
+    # middle gives the watch error and restart series. Otherwise the Controller dashboard is reported skipped.
+    KUBE_TARGET=""
+    SKIP_EMPTY=()
+    kube_phase || true
+    TARGETS=3
+    [ -n "$KUBE_TARGET" ] && TARGETS=4
+
     cat >"$W/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -277,6 +361,10 @@ scrape_configs:
       - {targets: ["127.0.0.1:$NODE_ADMIN_PORT"], labels: {node: node-a}}
       - {targets: ["127.0.0.1:$NODE_B_ADMIN_PORT"], labels: {node: node-b}}
 EOF
+    if [ -n "$KUBE_TARGET" ]; then
+        printf '  - job_name: causeway-kube\n    static_configs: [{targets: ["%s"]}]\n' "$KUBE_TARGET" \
+            >>"$W/prometheus.yml"
+    fi
     if promtool check config "$W/prometheus.yml" >"$W/promtool-config.out" 2>&1; then
         ok "promtool check config"
     else
@@ -308,7 +396,7 @@ EOF
         done
         ok "$name"
     }
-    wait_prom "Prometheus scrapes every target" 'count(up == 1) == 3' || finish
+    wait_prom "Prometheus scrapes every target ($TARGETS)" "count(up == 1) == $TARGETS" || finish
 
     # --- Load (bounded) -----------------------------------------------------------------------------------------
     H="http://127.0.0.1:$HTTP_PORT"
@@ -358,7 +446,9 @@ EOF
     load_done=$(date +%s)
 
     # --- promtool check metrics ---------------------------------------------------------------------------------
-    for target in "causeway $ADMIN_PORT" "causeway-node $NODE_ADMIN_PORT" "causeway-node-b $NODE_B_ADMIN_PORT"; do
+    TARGET_LIST=("causeway $ADMIN_PORT" "causeway-node $NODE_ADMIN_PORT" "causeway-node-b $NODE_B_ADMIN_PORT")
+    [ -n "$KUBE_TARGET" ] && TARGET_LIST+=("causeway-kube ${KUBE_TARGET##*:}")
+    for target in "${TARGET_LIST[@]}"; do
         set -- $target
         if curl -fsS --max-time 5 "http://127.0.0.1:$2/metrics" >"$W/$1.metrics" 2>"$W/$1.metrics.err"; then
             if promtool check metrics <"$W/$1.metrics" >"$W/$1.promtool" 2>&1; then
@@ -375,9 +465,10 @@ EOF
     # --- Every dashboard query ----------------------------------------------------------------------------------
     # Samples taken after the load ended, from both targets, so that rates over the load are complete.
     wait_prom "Prometheus has samples from after the load" \
-        "count(timestamp(up) > $((load_done + 1))) == 3" || finish
+        "count(timestamp(up) > $((load_done + 1))) == $TARGETS" || finish
     set +e
-    python3 "$HERE/check_dashboards.py" --dashboards "$ROOT/dashboards" --prometheus "$PROM" >"$W/dashboards.out" 2>&1
+    python3 "$HERE/check_dashboards.py" --dashboards "$ROOT/dashboards" --prometheus "$PROM" "${SKIP_EMPTY[@]}" \
+        >"$W/dashboards.out" 2>&1
     set -e
     grep -v '^[0-9]* passed, [0-9]* failed$' "$W/dashboards.out" || true
     read -r dp df < <(awk '/^[0-9]+ passed, [0-9]+ failed$/ {print $1, $3}' "$W/dashboards.out" | tail -n1)
