@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
@@ -118,11 +117,6 @@ impl PendingNetlink {
     pub fn wait(self) -> Result<Netlink, NlError> {
         self.0.join().unwrap_or_else(|_| Err(NlError::Io(io::Error::other("namespace thread panicked"))))
     }
-}
-
-/// Whether a path exists (DEL tolerates a vanished namespace).
-pub fn exists(path: &str) -> bool {
-    Path::new(path).exists()
 }
 
 /// Open a netlink socket inside the namespace `ns` from a dedicated thread that enters it and ends.

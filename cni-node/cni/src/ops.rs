@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 
 use causeway_ipam::{DiskStore, IpConfig, Store};
 use ipnet::IpNet;
@@ -414,11 +413,6 @@ pub fn cmd_gc(conf: &NetConf) -> Result<Vec<IpAddr>, CniError> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let mut store = DiskStore::lock(&conf.ipam.data_dir, &conf.name)?;
     Ok(causeway_ipam::gc(&mut store, &valid)?)
-}
-
-/// The store directory of a configuration (for tests and diagnostics).
-pub fn store_dir(conf: &NetConf) -> PathBuf {
-    conf.ipam.data_dir.join(&conf.name)
 }
 
 #[cfg(test)]
