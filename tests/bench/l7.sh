@@ -246,12 +246,15 @@ run_wrk() { # run_wrk NAME PORT ROUND -> appends "name rps p50us p99us cpu_us_pe
 }
 
 echo "l7.sh: ${ROUNDS} rounds x ${DURATION}s, ${CONNECTIONS} connections; proxies on CPU $PROXY_CPU, wrk+backend on CPU $LOAD_CPU" >&2
+echo "l7.sh: before: $(uptime)" >&2
 for round in $(seq 1 "$ROUNDS"); do
     run_wrk direct "$BACKEND_PORT" "$round"
     run_wrk nginx "$NGINX_PORT" "$round"
     run_wrk haproxy "$HAPROXY_PORT" "$round"
     run_wrk causeway "$CAUSEWAY_PORT" "$round"
 done
+
+echo "l7.sh: after: $(uptime) (a load average near or above the CPU count means the numbers are noisy)" >&2
 
 python3 - "$WORK/results" <<'EOF'
 import sys, statistics
