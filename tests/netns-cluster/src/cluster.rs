@@ -281,19 +281,19 @@ impl Cluster {
         let what =
             format!("causeway-node on {} to write a CNI configuration into {}", self.nodes[i].name, conf_dir.display());
         let net = sys::poll(&what, timeout, Duration::from_millis(50), || {
-            if let Some(agent) = self.nodes[i].agent.as_mut() {
-                if let Some(status) = agent.exited() {
-                    return Err(Error::check(format!("the agent exited ({status}): {}", agent.log_tail(15))));
-                }
+            if let Some(agent) = self.nodes[i].agent.as_mut()
+                && let Some(status) = agent.exited()
+            {
+                return Err(Error::check(format!("the agent exited ({status}): {}", agent.log_tail(15))));
             }
             cni::load_network(&conf_dir)
         })?;
         for p in &net.plugins {
             let ty = p.get("type").and_then(Value::as_str).unwrap_or_default();
-            if !self.nodes[i].bin_dir.join(ty).exists() {
-                if let Some(src) = cni::find_reference_plugin(ty) {
-                    cni::install_plugin(&self.nodes[i].bin_dir, ty, &src)?;
-                }
+            if !self.nodes[i].bin_dir.join(ty).exists()
+                && let Some(src) = cni::find_reference_plugin(ty)
+            {
+                cni::install_plugin(&self.nodes[i].bin_dir, ty, &src)?;
             }
         }
         Ok(net)

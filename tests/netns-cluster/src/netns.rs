@@ -66,6 +66,25 @@ fn remove_netns(name: &str) {
     let _ = sys::run(Command::new("ip").args(["netns", "del", name]));
 }
 
+/// What is left of run `run` (its namespaces and scratch directory under `tmp_root`); empty after a clean drop.
+pub fn leftovers(run: &str, tmp_root: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Ok(list) = sys::ip(&["netns", "list"]) {
+        let prefix = format!("{run}-");
+        left.extend(
+            list.lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| n.starts_with(&prefix))
+                .map(|n| format!("netns {n}")),
+        );
+    }
+    let dir = tmp_root.join(run);
+    if dir.exists() {
+        left.push(format!("dir {}", dir.display()));
+    }
+    left
+}
+
 /// The PID embedded in one of our names (`cwnc4711-n1` → 4711).
 pub fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?;

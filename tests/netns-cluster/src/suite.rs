@@ -73,6 +73,18 @@ impl Suite {
         }
     }
 
+    /// Records the check that run `run` left nothing behind (call after dropping the cluster).
+    pub fn check_cleanup(&mut self, run: &str) {
+        let left = crate::netns::leftovers(run, &std::env::temp_dir());
+        let failure =
+            (!left.is_empty()).then(|| format!("left behind after the cluster was dropped: {}", left.join(", ")));
+        match &failure {
+            None => eprintln!("check cleanup_leaves_nothing_behind ... ok"),
+            Some(why) => eprintln!("check cleanup_leaves_nothing_behind ... FAILED: {why}"),
+        }
+        self.outcomes.push(Outcome { name: "cleanup_leaves_nothing_behind".into(), failure, took: Duration::ZERO });
+    }
+
     /// The failed checks' names.
     pub fn failed(&self) -> Vec<&str> {
         self.outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect()

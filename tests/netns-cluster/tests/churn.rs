@@ -426,6 +426,8 @@ fn netns_cluster_churn() {
             suite.skipped_by_setup(&CHECKS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
         }
     }
+    let run = cluster.run.clone();
     drop(cluster);
+    suite.check_cleanup(&run);
     suite.finish();
 }
