@@ -3,7 +3,8 @@
 
     metrics_reference.py             prints the Markdown table (between the markers of docs/operations.md)
     metrics_reference.py --write     rewrites that part of docs/operations.md
-    metrics_reference.py --check     exits 1 when docs/operations.md differs from the code
+    metrics_reference.py --check     exits 1 when docs/operations.md differs from the code: a stale metrics
+                                     table, or a command-line flag of causeway / causeway-node it does not name
 
 A metric is a string literal `"causeway_..."` followed by its help string, as the `prometheus` crate's
 constructors take them (`Opts::new(name, help)`, `IntCounter::new(name, help)`, `HistogramOpts::new(...)`, or a
@@ -96,11 +97,26 @@ def main():
         return 1
     current = doc[doc.index(BEGIN): doc.index(END) + len(END)]
     if sys.argv[1] == "--check":
+        failed = 0
         if current == generated:
             print("ok    docs/operations.md metrics reference matches the code")
-            return 0
-        print("FAIL  docs/operations.md metrics reference is stale: run tests/observability/metrics_reference.py --write")
-        return 1
+        else:
+            failed += 1
+            print("FAIL  docs/operations.md metrics reference is stale: run "
+                  "tests/observability/metrics_reference.py --write")
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from check_manifests import source_flags  # noqa: E402 (same folder)
+        for binary, paths in (("causeway", [os.path.join(ROOT, "controller/bin/src/cli.rs")]),
+                              ("causeway-node", [os.path.join(ROOT, "cni-node/agent/src/main.rs")])):
+            flags = sorted(source_flags(paths))
+            missing = [f for f in flags if f"`--{f}" not in doc and f"--{f}`" not in doc]
+            if missing:
+                failed += 1
+                print(f"FAIL  docs/operations.md does not document these {binary} flags: "
+                      + ", ".join("--" + f for f in missing))
+            else:
+                print(f"ok    docs/operations.md documents all {len(flags)} flags of {binary}")
+        return 1 if failed else 0
     if sys.argv[1] == "--write":
         open(DOC, "w", encoding="utf-8").write(doc.replace(current, generated))
         print(f"wrote the metrics reference of {os.path.relpath(DOC, ROOT)}")
