@@ -174,6 +174,17 @@ def main():
                     check(f"{where} [{t.get('refId')}]: uses only defined variables", not unknown, str(unknown))
                     exprs.append((f"{where} [{t.get('refId')}]", q2, uid))
 
+    # Every metric a query names exists in the code (the same scan as the docs' metrics reference).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from metrics_reference import scan  # noqa: E402 (same folder)
+    known = set(scan())
+    used = set()
+    for _, expr, _ in exprs:
+        for name in re.findall(r"\b(causeway_[a-z0-9_]+)", expr):
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name) if name not in known else name)
+    for name in sorted(used):
+        check(f"metric {name} exists in the code", name in known)
+
     if args.prometheus:
         skipped = 0
         for where, expr, uid in exprs:
