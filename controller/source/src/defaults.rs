@@ -82,6 +82,7 @@ pub(crate) fn namespace(obj: KubeObject) -> KubeObject {
         KubeObject::Ingress(o) => set!(o, Ingress),
         KubeObject::IngressClass(o) => set!(o, IngressClass),
         KubeObject::EndpointSlice(o) => set!(o, EndpointSlice),
+        KubeObject::IpPool(o) => set!(o, IpPool),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::defaults;
 use causeway_model::{Diagnostic, ObjectRef};
-use causeway_translate::{Kind, KubeObject};
+use causeway_translate::{IpPool, Kind, KubeObject};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -244,6 +244,7 @@ fn decode(
             defaults::endpoint_slice(&mut o);
             KubeObject::from(o)
         }),
+        Kind::IpPool => typed::<IpPool>(value).map(KubeObject::from),
     };
     match decoded {
         Ok(obj) => objects.push(defaults::namespace(obj)),

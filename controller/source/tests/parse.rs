@@ -302,3 +302,42 @@ endpoints: [{addresses: [10.244.1.1]}]
     assert_eq!(ports[0].endpoints.len(), 1);
     assert!(ports[0].endpoints[0].ready);
 }
+
+#[test]
+fn ip_pools_parse_cluster_scoped_and_typos_are_errors() {
+    let (objects, diags) = parse_manifests(
+        "pools.yaml",
+        b"
+apiVersion: causeway.dev/v1alpha1
+kind: IPPool
+metadata: {name: kind, namespace: ignored}
+spec:
+  blocks:
+    - cidr: 172.18.255.200/29
+    - {start: 172.18.255.210, stop: 172.18.255.219}
+  autoAssign: false
+---
+apiVersion: causeway.dev/v1alpha1
+kind: IPPool
+metadata: {name: typo}
+spec:
+  blocks: [{cidr: 10.0.0.0/24}]
+  autoassign: false
+---
+apiVersion: causeway.dev/v1beta1
+kind: IPPool
+metadata: {name: wrong-version}
+spec: {blocks: []}
+",
+    );
+    assert_eq!(keys(&objects), ["IPPool kind"]);
+    let KubeObject::IpPool(pool) = &objects[0] else { panic!("not an IPPool") };
+    assert_eq!(pool.metadata.namespace, None);
+    assert!(!pool.spec.auto_assign);
+    assert_eq!(pool.spec.blocks[1].start.as_deref(), Some("172.18.255.210"));
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+    assert!(diags.iter().all(|d| d.severity == Severity::Error), "{diags:#?}");
+    assert_eq!(diags[0].object.to_string(), "IPPool typo");
+    assert!(diags[0].message.contains("autoassign"), "{}", diags[0].message);
+    assert_eq!(diags[1].field, "[2].apiVersion");
+}

@@ -1,6 +1,7 @@
 //! The object index: every object the sources delivered, by kind and key, with no I/O.
 
 use crate::object::{Kind, KubeObject, ObjectKey};
+use crate::pool::IpPool;
 use causeway_model::Diagnostic;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -33,6 +34,7 @@ pub struct Index {
     ingresses: Shared<Ingress>,
     ingress_classes: Shared<IngressClass>,
     endpoint_slices: Shared<EndpointSlice>,
+    ip_pools: Shared<IpPool>,
     /// `(namespace, service name)` → names of the slices labelled with it.
     slices_by_service: Arc<BTreeMap<(String, String), BTreeSet<String>>>,
     /// Source origin (for example `manifests:/etc/causeway`) → its current diagnostics.
@@ -79,6 +81,7 @@ impl Index {
             KubeObject::ConfigMap(o) => upsert(&mut self.config_maps, k, o),
             KubeObject::Ingress(o) => upsert(&mut self.ingresses, k, o),
             KubeObject::IngressClass(o) => upsert(&mut self.ingress_classes, k, o),
+            KubeObject::IpPool(o) => upsert(&mut self.ip_pools, k, o),
             KubeObject::EndpointSlice(o) => {
                 let new_service = slice_service(&o).cloned();
                 let old_service = self.endpoint_slices.get(&k).and_then(|old| slice_service(old).cloned());
@@ -109,6 +112,7 @@ impl Index {
             Kind::ConfigMap => remove(&mut self.config_maps, &k).is_some(),
             Kind::Ingress => remove(&mut self.ingresses, &k).is_some(),
             Kind::IngressClass => remove(&mut self.ingress_classes, &k).is_some(),
+            Kind::IpPool => remove(&mut self.ip_pools, &k).is_some(),
             Kind::EndpointSlice => match remove(&mut self.endpoint_slices, &k) {
                 Some(old) => {
                     if let Some(svc) = slice_service(&old).cloned() {
@@ -166,6 +170,7 @@ impl Index {
             Kind::Ingress => self.ingresses.get(&k).cloned().map(KubeObject::from),
             Kind::IngressClass => self.ingress_classes.get(&k).cloned().map(KubeObject::from),
             Kind::EndpointSlice => self.endpoint_slices.get(&k).cloned().map(KubeObject::from),
+            Kind::IpPool => self.ip_pools.get(&k).cloned().map(KubeObject::from),
         }
     }
 
@@ -179,6 +184,7 @@ impl Index {
             + self.ingresses.len()
             + self.ingress_classes.len()
             + self.endpoint_slices.len()
+            + self.ip_pools.len()
     }
 
     /// Whether the index holds no object.
@@ -200,6 +206,7 @@ impl Index {
         push(&mut out, Kind::Ingress, &self.ingresses);
         push(&mut out, Kind::IngressClass, &self.ingress_classes);
         push(&mut out, Kind::EndpointSlice, &self.endpoint_slices);
+        push(&mut out, Kind::IpPool, &self.ip_pools);
         out
     }
 
@@ -266,6 +273,16 @@ impl Index {
     /// All EndpointSlices, by namespace/name.
     pub fn endpoint_slices(&self) -> impl Iterator<Item = &Arc<EndpointSlice>> {
         self.endpoint_slices.values()
+    }
+
+    /// All IPPools, by name.
+    pub fn ip_pools(&self) -> impl Iterator<Item = &Arc<IpPool>> {
+        self.ip_pools.values()
+    }
+
+    /// An IPPool by name.
+    pub fn ip_pool(&self, name: &str) -> Option<&Arc<IpPool>> {
+        self.ip_pools.get(&(String::new(), name.to_owned()))
     }
 
     /// The slices labelled `kubernetes.io/service-name: <service>` in `namespace`, by slice name.
@@ -342,6 +359,7 @@ mod tests {
             KubeObject::from(Ingress { metadata: meta(Some("ns")), ..Default::default() }),
             KubeObject::from(IngressClass { metadata: meta(None), ..Default::default() }),
             KubeObject::from(EndpointSlice { metadata: meta(Some("ns")), ..Default::default() }),
+            KubeObject::from(IpPool { metadata: meta(None), ..Default::default() }),
         ];
         let mut index = Index::new();
         for obj in &objects {

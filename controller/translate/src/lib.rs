@@ -25,12 +25,14 @@ mod index;
 mod ingress;
 mod l4;
 mod object;
+mod pool;
 mod service;
 mod tls;
 
 pub use causeway_model::{Diagnostic, NodeTable, ObjectRef, RouteTable, ServiceTable, Severity};
 pub use index::{Index, SERVICE_NAME_LABEL};
 pub use object::{Kind, KubeObject, ObjectKey};
+pub use pool::{IP_POOL_API_VERSION, IpPool, IpPoolBlock, IpPoolSpec};
 pub use service::{node_table, service_ports_of, service_table};
 
 /// The `loadBalancerClass` of Services whose ports the proxy itself serves (L4 listeners); the node agent leaves

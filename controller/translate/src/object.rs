@@ -1,5 +1,6 @@
 //! The Kubernetes objects Causeway reads, as one enum, and their keys.
 
+use crate::pool::{IP_POOL_API_VERSION, IpPool};
 use causeway_model::ObjectRef;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -27,11 +28,13 @@ pub enum Kind {
     IngressClass,
     /// `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice,
+    /// `causeway.dev/v1alpha1` IPPool (cluster-scoped): LoadBalancer address pools.
+    IpPool,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Secret,
@@ -40,6 +43,7 @@ impl Kind {
         Kind::Ingress,
         Kind::IngressClass,
         Kind::EndpointSlice,
+        Kind::IpPool,
     ];
 
     /// The Kubernetes `kind` string.
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Ingress => "Ingress",
             Kind::IngressClass => "IngressClass",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::IpPool => "IPPool",
         }
     }
 
@@ -62,12 +67,13 @@ impl Kind {
             Kind::Namespace | Kind::Service | Kind::Secret | Kind::Node | Kind::ConfigMap => "v1",
             Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::IpPool => IP_POOL_API_VERSION,
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node | Kind::IngressClass)
+        !matches!(self, Kind::Namespace | Kind::Node | Kind::IngressClass | Kind::IpPool)
     }
 
     /// The kind for an `apiVersion` + `kind` pair, if Causeway handles it.
@@ -135,6 +141,8 @@ pub enum KubeObject {
     IngressClass(Arc<IngressClass>),
     /// A EndpointSlice.
     EndpointSlice(Arc<EndpointSlice>),
+    /// An IPPool.
+    IpPool(Arc<IpPool>),
 }
 
 impl KubeObject {
@@ -149,6 +157,7 @@ impl KubeObject {
             KubeObject::Ingress(_) => Kind::Ingress,
             KubeObject::IngressClass(_) => Kind::IngressClass,
             KubeObject::EndpointSlice(_) => Kind::EndpointSlice,
+            KubeObject::IpPool(_) => Kind::IpPool,
         }
     }
 
@@ -163,6 +172,7 @@ impl KubeObject {
             KubeObject::Ingress(o) => &o.metadata,
             KubeObject::IngressClass(o) => &o.metadata,
             KubeObject::EndpointSlice(o) => &o.metadata,
+            KubeObject::IpPool(o) => &o.metadata,
         }
     }
 
@@ -188,7 +198,7 @@ macro_rules! impl_from {
     )*};
 }
 
-impl_from!(Namespace, Service, Secret, Node, ConfigMap, Ingress, IngressClass, EndpointSlice);
+impl_from!(Namespace, Service, Secret, Node, ConfigMap, Ingress, IngressClass, EndpointSlice, IpPool);
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +216,7 @@ mod tests {
     #[test]
     fn cluster_scoped_keys_drop_the_namespace() {
         assert_eq!(ObjectKey::new(Kind::Node, "default", "n1").namespace, "");
+        assert_eq!(ObjectKey::new(Kind::IpPool, "default", "p").namespace, "");
         assert_eq!(ObjectKey::new(Kind::Service, "default", "s").namespace, "default");
         assert_eq!(ObjectKey::new(Kind::Service, "ns", "s").to_string(), "Service ns/s");
     }

@@ -34,6 +34,9 @@ pub fn objects(yaml: &str) -> Vec<KubeObject> {
                 Kind::EndpointSlice => {
                     KubeObject::from(serde_json::from_value::<EndpointSlice>(d).expect("EndpointSlice"))
                 }
+                Kind::IpPool => {
+                    KubeObject::from(serde_json::from_value::<causeway_translate::IpPool>(d).expect("IPPool"))
+                }
             }
         })
         .collect()
