@@ -139,6 +139,28 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+impl Probe {
+    /// Requests on one kept-alive connection from `ns` to `to` (an established flow), `count` of them
+    /// `interval` apart; read with [`LoopRecord::parse`].
+    pub fn spawn_keepalive(
+        &self,
+        ns: &str,
+        to: SocketAddr,
+        count: usize,
+        interval: Duration,
+        log: &Path,
+    ) -> Result<sys::Proc> {
+        let mut cmd = self.cmd(ns);
+        cmd.arg("keepalive")
+            .arg(to.to_string())
+            .arg("--count")
+            .arg(count.to_string())
+            .arg("--interval-ms")
+            .arg(interval.as_millis().to_string());
+        sys::Proc::spawn(format!("keep-alive connection {ns} -> {to}"), cmd, log)
+    }
+}
+
 /// One request of a loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoopRecord {

@@ -286,10 +286,38 @@ fn killed_agent_keeps_connectivity_and_restarted_agent_converges(c: &mut Cluster
     let node = 1;
     let before = nat_rules(&c.iptables_save(node)?);
     let routes_before = c.routes(node)?;
+    let (cl, x2) = (c.pod_ns("cl")?, c.pod_ns("x2")?);
+    // Traffic from node2 through the whole kill and restart: new connections to a ClusterIP, and one
+    // established (kept-alive) connection through it, which a restart must not drop (design invariant 5).
+    let mut fresh = Loop {
+        name: "new connections x2 -> scale",
+        proc: c.probe.spawn_loop(
+            &x2,
+            sa(SCALE_IP, 80),
+            None,
+            Duration::from_secs(40),
+            Duration::from_millis(50),
+            &c.dir.join("loop-restart.log"),
+        )?,
+    };
+    let mut held = Loop {
+        name: "kept-alive connection x2 -> scale",
+        proc: c.probe.spawn_keepalive(
+            &x2,
+            sa(SCALE_IP, 80),
+            800,
+            Duration::from_millis(50),
+            &c.dir.join("keepalive-restart.log"),
+        )?,
+    };
+    for l in [&fresh, &held] {
+        sys::poll(&format!("the {} to start", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
+            if l.records().len() >= 4 { Ok(()) } else { Err(Error::check(format!("records: {:?}", l.records()))) }
+        })?;
+    }
     c.kill_agent(node);
 
     // With the agent gone, what it programmed stays: cross-node pod traffic and Service traffic on node2.
-    let (cl, x2) = (c.pod_ns("cl")?, c.pod_ns("x2")?);
     let x2_ip = c.pod("x2")?.ip;
     let r = c.get(&cl, sa(x2_ip, POD_PORT))?;
     ensure!(r.pod == "x2", "agent down: cl -> x2 answered by {}", r.pod);
@@ -309,6 +337,42 @@ fn killed_agent_keeps_connectivity_and_restarted_agent_converges(c: &mut Cluster
     sys::poll("the restarted agent's /readyz", CONVERGE, Duration::from_millis(100), || {
         c.probe.get_raw(&ns, SocketAddr::V4(AGENT_ADMIN), "/readyz", Duration::from_millis(500))
     })?;
+    let t_ready = now_ms();
+    for l in [&fresh, &held] {
+        sys::poll(
+            &format!("{}: requests after the restart", l.name),
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || {
+                let recs = l.records();
+                if recs.iter().any(|r| r.outcome.is_err()) || recs.iter().filter(|r| r.at_ms > t_ready).count() >= 10 {
+                    Ok(())
+                } else {
+                    Err(Error::check("not yet"))
+                }
+            },
+        )?;
+    }
+    fresh.proc.kill();
+    held.proc.kill();
+    for l in [&fresh, &held] {
+        let recs = l.records();
+        let failed: Vec<String> = recs.iter().filter_map(|r| r.outcome.as_ref().err().cloned()).collect();
+        ensure!(
+            failed.is_empty(),
+            "{}: {} of {} requests failed across the agent's kill and restart: {}",
+            l.name,
+            failed.len(),
+            recs.len(),
+            failed.join("; ")
+        );
+    }
+    let held_recs = held.records();
+    let conns: BTreeSet<String> = held_recs
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok().map(|rep| format!("{} via {}", rep.pod, rep.peer)))
+        .collect();
+    ensure!(conns.len() == 1, "the kept-alive connection was not one flow to one pod across the restart: {conns:?}");
 
     // Converged, not duplicated: every rule from before is still there once, and nothing appears twice.
     let after = nat_rules(&c.iptables_save(node)?);

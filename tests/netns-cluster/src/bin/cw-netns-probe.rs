@@ -7,6 +7,7 @@
 //! get ADDR:PORT [--host H] [--path P] [--timeout-ms N]             one HTTP/1.1 GET, prints the body
 //! udp ADDR:PORT [--timeout-ms N]                                   one datagram, prints the reply
 //! loop ADDR:PORT --duration-ms D [--interval-ms I] [--timeout-ms N] GETs on fresh connections, one line each
+//! keepalive ADDR:PORT --count N [--interval-ms I] [--timeout-ms N]  GETs on ONE connection, one line each
 //! ```
 //!
 //! Every TCP listener speaks just enough HTTP/1.1 for the edge proxy and for `get`, and every answer (TCP or UDP)
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
         Some("get") => get_cmd(&args[1..]),
         Some("udp") => udp_cmd(&args[1..]),
         Some("loop") => loop_cmd(&args[1..]),
-        _ => Err("usage: cw-netns-probe serve|get|udp|loop ...".to_string()),
+        Some("keepalive") => keepalive_cmd(&args[1..]),
+        _ => Err("usage: cw-netns-probe serve|get|udp|loop|keepalive ...".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,6 +266,68 @@ fn loop_cmd(args: &[String]) -> Result<(), String> {
         if next > now {
             std::thread::sleep(next - now);
         }
+    }
+    Ok(())
+}
+
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// Requests on one kept-alive connection (an established flow), one line each as `loop` prints them; stops at
+/// the first failure, since the connection is then gone.
+fn keepalive_cmd(args: &[String]) -> Result<(), String> {
+    let flags = Flags::parse(args)?;
+    let to = flags.target()?;
+    let count: usize = flags.one("count").unwrap_or("10").parse().map_err(|_| "--count is not a number")?;
+    let interval = flags.millis("interval-ms", 50)?;
+    let timeout = flags.millis("timeout-ms", 1000)?;
+    let mut out = std::io::stdout().lock();
+    let conn = TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect {to}: {e}"))?;
+    conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut writer = conn.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(conn);
+    for _ in 0..count.min(10_000) {
+        let at = epoch_ms();
+        let result = (|| -> Result<String, String> {
+            let request = format!("GET / HTTP/1.1\r\nhost: {to}\r\nuser-agent: cw-netns-probe\r\n\r\n");
+            writer.write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+            let mut status = String::new();
+            reader.read_line(&mut status).map_err(|e| format!("read: {e}"))?;
+            if status.split_whitespace().nth(1) != Some("200") {
+                return Err(format!("status line {status:?}"));
+            }
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).map_err(|e| format!("read: {e}"))? == 0 {
+                    return Err("connection closed in the response head".into());
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.trim().eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().map_err(|_| format!("bad content-length {v:?}"))?;
+                }
+            }
+            let mut body = vec![0u8; length.min(1 << 20)];
+            reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+            Ok(String::from_utf8_lossy(&body).trim_end().to_string())
+        })();
+        let failed = result.is_err();
+        let line = match result {
+            Ok(body) => format!("{at} OK {body}"),
+            Err(e) => format!("{at} ERR {e}"),
+        };
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        if failed {
+            break;
+        }
+        std::thread::sleep(interval);
     }
     Ok(())
 }
