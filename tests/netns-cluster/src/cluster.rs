@@ -530,6 +530,26 @@ impl Cluster {
         sys::run(sys::in_ns(ns, program).args(args))
     }
 
+    /// Veths in any of this cluster's namespaces whose peer is not in one of this cluster's namespaces (a peer
+    /// in the root namespace, which has no name, shows as `link-netnsid N`). Empty when the test network is
+    /// closed.
+    pub fn links_leaving_the_cluster(&self) -> Result<Vec<String>> {
+        let ours = format!("link-netns {}-", self.run);
+        let mut names: Vec<&str> = vec![&self.underlay.name, &self.client.name];
+        names.extend(self.nodes.iter().map(|n| n.ns.name.as_str()));
+        names.extend(self.pods.values().map(|p| p.ns.name.as_str()));
+        let mut bad = Vec::new();
+        for ns in names {
+            let out = sys::ip_in(ns, &["-o", "link", "show", "type", "veth"])?;
+            bad.extend(
+                out.lines()
+                    .filter(|l| !l.contains(&ours))
+                    .map(|l| format!("{ns}: {}", l.split('\\').next().unwrap_or(l))),
+            );
+        }
+        Ok(bad)
+    }
+
     /// The underlay namespace's name.
     pub fn underlay_ns(&self) -> &str {
         &self.underlay.name

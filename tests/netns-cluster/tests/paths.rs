@@ -338,9 +338,16 @@ fn host_port(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+fn root_namespace_is_not_connected(c: &mut Cluster) -> Result<()> {
+    let bad = c.links_leaving_the_cluster()?;
+    ensure!(bad.is_empty(), "veths whose peer is outside the test namespaces: {bad:?}");
+    Ok(())
+}
+
 type Check = fn(&mut Cluster) -> Result<()>;
 
 const CHECKS: &[(&str, Check)] = &[
+    ("root_namespace_is_not_connected", root_namespace_is_not_connected),
     ("container_to_container_over_localhost", container_to_container_over_localhost),
     ("pod_to_pod_same_node", pod_to_pod_same_node),
     ("pod_to_pod_across_nodes", pod_to_pod_across_nodes),
