@@ -515,9 +515,9 @@ impl Cluster {
         out
     }
 
-    /// `iptables-save` inside node `i` (for diagnostics and the restart check).
+    /// `iptables-save` (every table) inside node `i`.
     pub fn iptables_save(&self, i: usize) -> Result<String> {
-        sys::run(sys::in_ns(self.node_ns(i), "iptables-save").arg("-t").arg("nat"))
+        sys::run(&mut sys::in_ns(self.node_ns(i), "iptables-save"))
     }
 
     /// `ip route` inside node `i`.

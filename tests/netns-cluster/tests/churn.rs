@@ -275,16 +275,24 @@ fn failed_add_leaves_nothing_behind(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
-/// The `-A` rules of a nat table dump, sorted.
-fn nat_rules(dump: &str) -> Vec<String> {
-    let mut v: Vec<String> = dump.lines().filter(|l| l.starts_with("-A ")).map(str::to_string).collect();
+/// The rules (`-A` lines) of an `iptables-save` dump, each prefixed with its table, sorted.
+fn rules(dump: &str) -> Vec<String> {
+    let mut table = "";
+    let mut v = Vec::new();
+    for line in dump.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t;
+        } else if line.starts_with("-A ") {
+            v.push(format!("{table} {line}"));
+        }
+    }
     v.sort();
     v
 }
 
 fn killed_agent_keeps_connectivity_and_restarted_agent_converges(c: &mut Cluster) -> Result<()> {
     let node = 1;
-    let before = nat_rules(&c.iptables_save(node)?);
+    let before = rules(&c.iptables_save(node)?);
     let routes_before = c.routes(node)?;
     let (cl, x2) = (c.pod_ns("cl")?, c.pod_ns("x2")?);
     // Traffic from node2 through the whole kill and restart: new connections to a ClusterIP, and one
@@ -375,10 +383,10 @@ fn killed_agent_keeps_connectivity_and_restarted_agent_converges(c: &mut Cluster
     ensure!(conns.len() == 1, "the kept-alive connection was not one flow to one pod across the restart: {conns:?}");
 
     // Converged, not duplicated: every rule from before is still there once, and nothing appears twice.
-    let after = nat_rules(&c.iptables_save(node)?);
+    let after = rules(&c.iptables_save(node)?);
     let mut dups: Vec<&String> = after.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
     dups.dedup();
-    ensure!(dups.is_empty(), "after the restart, nat rules appear twice: {dups:?}");
+    ensure!(dups.is_empty(), "after the restart, rules appear twice: {dups:?}");
     let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
     ensure!(missing.is_empty(), "after the restart, rules from before are gone: {missing:?}");
     let routes_after = c.routes(node)?;
