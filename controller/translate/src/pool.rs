@@ -92,7 +92,8 @@ mod tests {
     fn unknown_spec_fields_are_errors() {
         let json = serde_json::json!({"metadata": {"name": "p"}, "spec": {"block": []}});
         assert!(serde_json::from_value::<IpPool>(json).is_err());
-        let json = serde_json::json!({"metadata": {"name": "p"}, "spec": {"blocks": [{"cidr": "10.0.0.0/8", "end": "x"}]}});
+        let json =
+            serde_json::json!({"metadata": {"name": "p"}, "spec": {"blocks": [{"cidr": "10.0.0.0/8", "end": "x"}]}});
         assert!(serde_json::from_value::<IpPool>(json).is_err());
     }
 }

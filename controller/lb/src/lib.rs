@@ -1,0 +1,229 @@
+//! LoadBalancer Services on bare metal: address pools, allocation, and which node announces each address.
+//!
+//! ```text
+//!  Index ─ip_pools()──► validate_pools ──► [Pool] ─┐
+//!        ─services()──► lb_service ──► [LbService] ┴► allocate ──► Allocation (assignments, pending, usage)
+//!        ─nodes(), endpoint slices ──► eligible nodes per address ──► owner_node (rendezvous hash)
+//!                                          plan(&Index, node) = all of the above ──► LbPlan { my_addresses, … }
+//! ```
+//!
+//! - [`validate_pools`]: IPPool objects (`causeway.dev/v1alpha1`) to [`Pool`]s; malformed blocks and overlaps
+//!   between pools become diagnostics naming both objects, and the bad block is left out.
+//! - [`allocate`]: deterministic, stable allocation (see its rules). Deterministic means **manifests mode needs
+//!   no status writes**: every component computing the allocation from the same directory gets the same answer.
+//! - [`owner_node`]: the node that announces an address, by highest-random-weight hashing over the eligible
+//!   nodes — no Lease per Service, and losing a node moves only that node's addresses.
+//! - [`plan`]: everything at once for one node; [`with_assigned_status`] writes the assignments into the
+//!   Services' `status.loadBalancer.ingress` of an index copy, so that `service_table` (node agent chains) and
+//!   `route_table` (proxy L4 listeners) pick the addresses up unchanged when nobody writes status (manifests).
+//!
+//! Which Services: type LoadBalancer with `spec.loadBalancerClass` unset, `causeway.dev/proxy` or
+//! `causeway.dev/lb` ([`OUR_CLASSES`]); any other class belongs to someone else and is ignored.
+//!
+//! What it deliberately does not do: no I/O, no Kubernetes client, no status or Event writes (the leader's
+//! writer turns [`LbPlan`] into them), no announcement (that is `causeway-announce` on each node), and no
+//! dual-stack allocation yet (a Service gets one address of its first IP family, or the addresses it asks for).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod addr;
+mod alloc;
+mod owner;
+mod pool;
+mod service;
+#[cfg(test)]
+mod test_util;
+
+pub use addr::{AddrRange, Family};
+pub use alloc::{Allocation, Assignment, PoolUsage, allocate};
+pub use owner::{EXCLUDE_LABEL, local_endpoint_nodes, owner_node, ready_nodes, weight};
+pub use pool::{Pool, Requirement, Selector, validate_pools};
+pub use service::{LbService, PortKey, ServiceKey, is_ours, lb_service};
+
+use causeway_model::Diagnostic;
+use causeway_translate::{Index, KubeObject};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Service annotation: the IPPool to take the address from.
+pub const ADDRESS_POOL_ANNOTATION: &str = "causeway.dev/address-pool";
+/// Service annotation: the address(es) wanted, comma-separated (wins over `spec.loadBalancerIP`).
+pub const LOAD_BALANCER_IPS_ANNOTATION: &str = "causeway.dev/loadBalancerIPs";
+/// Service annotation: Services with the same value may share an address when their ports do not collide.
+pub const SHARED_IP_ANNOTATION: &str = "causeway.dev/allow-shared-ip";
+/// `loadBalancerClass` naming this allocator explicitly (node agent chains, like an unset class).
+pub const LB_CLASS: &str = "causeway.dev/lb";
+/// The `loadBalancerClass` values (besides unset) whose Services get addresses here.
+pub const OUR_CLASSES: [&str; 2] = [causeway_translate::PROXY_LOAD_BALANCER_CLASS, LB_CLASS];
+
+/// What one node needs to know about LoadBalancer addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LbPlan {
+    /// Every Service holding an address, with its addresses (status.loadBalancer.ingress to write).
+    pub assignments: BTreeMap<ServiceKey, Assignment>,
+    /// Services that get no address (an exhaustion or a refusal; see the diagnostics), oldest first.
+    pub pending: Vec<ServiceKey>,
+    /// Per pool: size and use (for IPPool status and metrics).
+    pub usage: Vec<PoolUsage>,
+    /// The announcing node of every assigned address (`None`: no eligible node, nobody announces it).
+    pub owners: BTreeMap<IpAddr, Option<String>>,
+    /// The addresses the node given to [`plan`] owns: add them to its interface and announce them.
+    pub my_addresses: BTreeSet<IpAddr>,
+    /// Pool validation, allocation and ownership problems, each naming its object.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Compute the plan for `node_name` from the index: validate pools, allocate, and pick an owner per address.
+///
+/// Eligible nodes for an address: [`ready_nodes`]; for a Service with `externalTrafficPolicy: Local`, only those
+/// with a ready endpoint of it ([`local_endpoint_nodes`]). A shared address takes the nodes eligible for every
+/// Service holding it; if that leaves none while each alone has some, the oldest holder's nodes are used and a
+/// warning says the other Services' `Local` traffic may be dropped.
+///
+/// **Dormant without pools**: when the index holds no IPPool at all, nothing is allocated or released; the
+/// addresses already in the Services' status (written by another allocator, or by hand in a manifests
+/// directory) are taken as they are, and only ownership is computed.
+pub fn plan(index: &Index, node_name: &str) -> LbPlan {
+    let (pools, mut diagnostics) = validate_pools(index.ip_pools());
+    let services: Vec<LbService> = index.services().filter_map(|s| lb_service(s, &mut diagnostics)).collect();
+    let allocation = if index.ip_pools().next().is_none() {
+        diagnostics.clear();
+        dormant(&services)
+    } else {
+        allocate(&pools, &services)
+    };
+    diagnostics.extend(allocation.diagnostics);
+
+    let ready = ready_nodes(index);
+    let mut holders: BTreeMap<IpAddr, Vec<&ServiceKey>> = BTreeMap::new();
+    for (key, a) in &allocation.assignments {
+        for ip in &a.addresses {
+            holders.entry(*ip).or_default().push(key);
+        }
+    }
+    // `allocate` orders nothing by age in `assignments` (a map by key), so order holders by age here.
+    let age = |k: &ServiceKey| services.iter().find(|s| s.key == *k).map(|s| (s.created.is_none(), s.created.clone()));
+    let mut owners = BTreeMap::new();
+    for (ip, mut keys) in holders {
+        keys.sort_by_key(|k| (age(k), (*k).clone()));
+        let sets: Vec<BTreeSet<String>> = keys.iter().map(|k| eligible_for(index, k, &ready)).collect();
+        let mut eligible = sets.first().cloned().unwrap_or_default();
+        for s in sets.iter().skip(1) {
+            eligible = eligible.intersection(s).cloned().collect();
+        }
+        if eligible.is_empty() && sets.len() > 1 && sets.iter().all(|s| !s.is_empty()) {
+            eligible = sets[0].clone();
+            for k in keys.iter().skip(1) {
+                diagnostics.push(Diagnostic::warning(
+                    k.object_ref(),
+                    "spec.externalTrafficPolicy",
+                    format!(
+                        "{ip} is shared with Service {} and no node has local endpoints of both; it is announced \
+                         from that Service's nodes, so traffic to this one may find no local endpoint",
+                        keys[0]
+                    ),
+                ));
+            }
+        }
+        owners.insert(ip, owner_node(ip, &eligible).map(str::to_owned));
+    }
+    let my_addresses = owners.iter().filter(|(_, o)| o.as_deref() == Some(node_name)).map(|(ip, _)| *ip).collect();
+    LbPlan {
+        assignments: allocation.assignments,
+        pending: allocation.pending,
+        usage: allocation.usage,
+        owners,
+        my_addresses,
+        diagnostics: dedup(diagnostics),
+    }
+}
+
+/// The allocation when no pool exists: every Service keeps its status addresses, nothing else happens.
+fn dormant(services: &[LbService]) -> Allocation {
+    let mut out = Allocation::default();
+    for s in services {
+        if s.current.is_empty() {
+            out.pending.push(s.key.clone());
+        } else {
+            out.assignments.insert(s.key.clone(), Assignment { addresses: s.current.clone(), pool: String::new() });
+        }
+    }
+    out
+}
+
+/// Nodes that may announce for one Service.
+fn eligible_for(index: &Index, key: &ServiceKey, ready: &BTreeSet<String>) -> BTreeSet<String> {
+    let local = index
+        .service(&key.namespace, &key.name)
+        .and_then(|s| s.spec.as_ref())
+        .is_some_and(|s| s.external_traffic_policy.as_deref() == Some("Local"));
+    if local {
+        local_endpoint_nodes(index, &key.namespace, &key.name).intersection(ready).cloned().collect()
+    } else {
+        ready.clone()
+    }
+}
+
+/// A copy of `index` whose Services of ours carry the assignments in `status.loadBalancer.ingress` (`ipMode:
+/// VIP`), and no address when they have none. Services whose status already says so are shared, not copied.
+///
+/// For manifests mode, where nobody writes status: run translation (`service_table`, `route_table`) on this
+/// copy. In cluster mode the leader writes the same addresses into status and the watch brings them back, so
+/// translation of the plain index is enough (this function is then a no-op apart from the race window).
+///
+/// With no IPPool in the index the allocator is dormant (see [`plan`]) and the index is returned unchanged.
+pub fn with_assigned_status(index: &Index, assignments: &BTreeMap<ServiceKey, Assignment>) -> Index {
+    let mut out = index.clone();
+    if index.ip_pools().next().is_none() {
+        return out;
+    }
+    for svc in index.services() {
+        if !is_ours(svc) {
+            continue;
+        }
+        let key = ServiceKey::new(
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let want: Vec<IpAddr> = assignments.get(&key).map(|a| a.addresses.clone()).unwrap_or_default();
+        if status_addresses(svc) == want {
+            continue;
+        }
+        let mut copy = (**svc).clone();
+        let status = copy.status.get_or_insert_with(ServiceStatus::default);
+        let ingress: Vec<LoadBalancerIngress> = want
+            .iter()
+            .map(|ip| LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: Some("VIP".to_owned()),
+                ..Default::default()
+            })
+            .collect();
+        status.load_balancer = Some(LoadBalancerStatus { ingress: (!ingress.is_empty()).then_some(ingress) });
+        out.apply(KubeObject::Service(Arc::new(copy)));
+    }
+    out
+}
+
+/// The addresses a Service's status holds now, in order (unparsable entries skipped).
+pub fn status_addresses(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// Remove repeated diagnostics, keeping the first of each.
+pub(crate) fn dedup(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    diagnostics.into_iter().filter(|d| seen.insert(d.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests;
