@@ -49,11 +49,27 @@ cargo build --workspace --all-targets
 log "Running the tests"
 set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee /var/tmp/causeway-test.log
-status=${PIPESTATUS[0]}
+cargo_status=${PIPESTATUS[0]}
+read -r passed failed skipped < <(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed; [0-9]+ ignored' \
+    /var/tmp/causeway-test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "%d %d %d\n", p, f, i}')
+
+# Deployment and observability checks (kustomize base, a real Prometheus over the running binaries, docs).
+obs_status=0
+if [ -x tests/observability/run.sh ]; then
+    log "Running tests/observability/run.sh"
+    tests/observability/run.sh 2>&1 | tee /var/tmp/causeway-obs.log
+    obs_status=${PIPESTATUS[0]}
+    read -r op of < <(grep -Eo '^[0-9]+ passed, [0-9]+ failed' /var/tmp/causeway-obs.log | tail -n1 | awk '{print $1, $3}')
+    if [ -z "${op:-}" ]; then
+        op=0 of=1
+    fi
+    passed=$((passed + op))
+    failed=$((failed + of))
+fi
 set -e
-# One closing line for CI, summed over every test binary.
-summary=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed; [0-9]+ ignored' /var/tmp/causeway-test.log \
-    | awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d skipped", p, f, i}')
+
 echo
-echo "${summary}"
-exit "${status}"
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+if [ "${cargo_status}" -ne 0 ] || [ "${obs_status}" -ne 0 ] || [ "${failed}" -ne 0 ]; then
+    exit 1
+fi
