@@ -72,12 +72,32 @@ pub struct Svc {
     pub local: bool,
     /// `externalIPs`.
     pub external_ips: Vec<Ipv4Addr>,
+    /// `type: LoadBalancer`, with this `loadBalancerClass` and these `status.loadBalancer.ingress` IPs (we play the
+    /// load-balancer controller that assigned them).
+    pub load_balancer: Option<LoadBalancer>,
+}
+
+/// A LoadBalancer Service's class and assigned addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    /// `spec.loadBalancerClass`.
+    pub class: Option<String>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub ips: Vec<Ipv4Addr>,
 }
 
 impl Svc {
     /// A ClusterIP Service.
     pub fn new(name: &str, cluster_ip: Ipv4Addr, ports: Vec<SvcPort>) -> Self {
-        Self { name: name.into(), cluster_ip, ports, affinity: false, local: false, external_ips: Vec::new() }
+        Self {
+            name: name.into(),
+            cluster_ip,
+            ports,
+            affinity: false,
+            local: false,
+            external_ips: Vec::new(),
+            load_balancer: None,
+        }
     }
 
     /// The Service object.
@@ -96,7 +116,7 @@ impl Svc {
             })
             .collect();
         let mut spec = json!({
-            "type": if node_port { "NodePort" } else { "ClusterIP" },
+            "type": if self.load_balancer.is_some() { "LoadBalancer" } else if node_port { "NodePort" } else { "ClusterIP" },
             "clusterIP": self.cluster_ip.to_string(),
             "clusterIPs": [self.cluster_ip.to_string()],
             "ipFamilies": ["IPv4"],
@@ -108,7 +128,16 @@ impl Svc {
         if self.affinity {
             spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
         }
-        if node_port {
+        let mut status = json!({});
+        if let Some(lb) = &self.load_balancer {
+            if let Some(class) = &lb.class {
+                spec["loadBalancerClass"] = json!(class);
+            }
+            spec["allocateLoadBalancerNodePorts"] = json!(node_port);
+            let ingress: Vec<Value> = lb.ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+            status = json!({"loadBalancer": {"ingress": ingress}});
+        }
+        if node_port || self.load_balancer.is_some() {
             spec["externalTrafficPolicy"] = json!(if self.local { "Local" } else { "Cluster" });
         }
         if !self.external_ips.is_empty() {
@@ -119,6 +148,7 @@ impl Svc {
             "kind": "Service",
             "metadata": {"name": self.name, "namespace": "default", "uid": format!("uid-svc-{}", self.name)},
             "spec": spec,
+            "status": status,
         })
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use causeway_netns_cluster::cluster::{CLIENT_IP, NODES, POD_PORT, PROXY_ADMIN, node_ip};
-use causeway_netns_cluster::objects::{self, IngressPath};
+use causeway_netns_cluster::objects::{self, IngressPath, LoadBalancer};
 use causeway_netns_cluster::probe::Reply;
 use causeway_netns_cluster::{Cluster, Error, PodSpec, Result, Suite, Svc, SvcPort, ensure, sys, tls};
 
@@ -24,6 +24,15 @@ const EXT_SVC_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 15);
 const ING_A_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 16);
 const ING_API_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 17);
 const ING_B_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 18);
+const L4_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 19);
+/// The proxy's L4 ports (a `loadBalancerClass: causeway.dev/proxy` Service whose load-balancer address is node1's,
+/// where the edge proxy runs).
+const L4_TCP_PORT: u16 = 5432;
+const L4_UDP_PORT: u16 = 5353;
+const LB_SVC_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+/// A LoadBalancer address from the pool (design §4: 172.18.255.200/29), routed by the client via node3 as a
+/// BGP-speaking router would.
+const LB_ROUTED_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 255, 201);
 /// The externalIP: an address on the node network that no interface holds; the client routes it via node2.
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 50);
 const NODE_PORT: u16 = 30080;
@@ -57,6 +66,7 @@ fn populate(c: &mut Cluster) -> Result<()> {
     c.serve_in(&client, "outside", sa(CLIENT_IP, POD_PORT))?;
     // The client reaches the externalIP through node2, as an upstream router would be told to.
     sys::ip_in(&client, &["route", "add", &format!("{EXTERNAL_IP}/32"), "via", &node_ip(1).to_string()])?;
+    sys::ip_in(&client, &["route", "add", &format!("{LB_ROUTED_IP}/32"), "via", &node_ip(2).to_string()])?;
 
     let web = Svc::new("web", WEB_IP, vec![web_port(), SvcPort::udp("dns", 53, POD_PORT)]);
     c.apply_service(&web, &["a1", "b1", "c1"])?;
@@ -75,6 +85,16 @@ fn populate(c: &mut Cluster) -> Result<()> {
     c.apply_service(&Svc::new("ing-a", ING_A_IP, vec![web_port()]), &["a2"])?;
     c.apply_service(&Svc::new("ing-api", ING_API_IP, vec![web_port()]), &["c1"])?;
     c.apply_service(&Svc::new("ing-b", ING_B_IP, vec![web_port()]), &["b1"])?;
+    let mut l4 = Svc::new(
+        "l4",
+        L4_IP,
+        vec![SvcPort::tcp("stream", L4_TCP_PORT, POD_PORT), SvcPort::udp("dgram", L4_UDP_PORT, POD_PORT)],
+    );
+    l4.load_balancer = Some(LoadBalancer { class: Some("causeway.dev/proxy".into()), ips: vec![node_ip(0)] });
+    c.apply_service(&l4, &["c1"])?;
+    let mut lb = Svc::new("lb", LB_SVC_IP, vec![web_port()]);
+    lb.load_balancer = Some(LoadBalancer { class: None, ips: vec![LB_ROUTED_IP] });
+    c.apply_service(&lb, &["a1", "b1"])?;
     let pki = tls::generate(&[HOST_A, HOST_B])?;
     std::fs::write(c.dir.join("ca.pem"), &pki.ca_pem).map_err(|e| Error::io("writing ca.pem", e))?;
     let mut docs = Vec::new();
@@ -263,6 +283,21 @@ fn external_ips(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+fn load_balancer_ip_routed_to_a_node(c: &mut Cluster) -> Result<()> {
+    let client = c.client.name.clone();
+    let mut seen = BTreeSet::new();
+    seen.insert(c.get_eventually(&client, sa(LB_ROUTED_IP, 80), CONVERGE)?.pod);
+    for _ in 0..10 {
+        seen.insert(c.get(&client, sa(LB_ROUTED_IP, 80))?.pod);
+    }
+    let want: BTreeSet<String> = ["a1", "b1"].iter().map(|s| s.to_string()).collect();
+    ensure!(
+        seen.is_subset(&want),
+        "outside -> {LB_ROUTED_IP}:80 (LoadBalancer, via node3): answered by {seen:?}, want {want:?}"
+    );
+    Ok(())
+}
+
 fn wait_proxy_ready(c: &Cluster) -> Result<()> {
     let ns = c.node_ns(0).to_string();
     sys::poll("the edge proxy's /readyz to answer 200", Duration::from_secs(15), Duration::from_millis(100), || {
@@ -331,6 +366,19 @@ fn ingress_https_with_sni(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+fn l4_tcp_and_udp_through_the_edge_proxy(c: &mut Cluster) -> Result<()> {
+    wait_proxy_ready(c)?;
+    let client = c.client.name.clone();
+    let r = c.get_eventually(&client, sa(node_ip(0), L4_TCP_PORT), CONVERGE)?;
+    ensure!(r.pod == "c1", "outside -> node1:{L4_TCP_PORT}/tcp (proxy L4 listener): answered by {}", r.pod);
+    let what = format!("a UDP answer through the proxy's listener node1:{L4_UDP_PORT}");
+    let r = sys::poll(&what, CONVERGE, Duration::from_millis(100), || {
+        c.probe.udp(&client, sa(node_ip(0), L4_UDP_PORT), Duration::from_millis(700))
+    })?;
+    ensure!(r.pod == "c1", "outside -> node1:{L4_UDP_PORT}/udp (proxy L4 listener): answered by {}", r.pod);
+    Ok(())
+}
+
 fn host_port(c: &mut Cluster) -> Result<()> {
     let client = c.client.name.clone();
     let r = c.get_eventually(&client, sa(node_ip(2), HOST_PORT), CONVERGE)?;
@@ -359,8 +407,10 @@ const CHECKS: &[(&str, Check)] = &[
     ("node_port_cluster_policy_on_every_node", node_port_cluster_policy_on_every_node),
     ("node_port_local_policy_preserves_client_address", node_port_local_policy_preserves_client_address),
     ("external_ips", external_ips),
+    ("load_balancer_ip_routed_to_a_node", load_balancer_ip_routed_to_a_node),
     ("ingress_http_by_host_and_path", ingress_http_by_host_and_path),
     ("ingress_https_with_sni", ingress_https_with_sni),
+    ("l4_tcp_and_udp_through_the_edge_proxy", l4_tcp_and_udp_through_the_edge_proxy),
     ("host_port", host_port),
 ];
 
