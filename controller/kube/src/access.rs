@@ -3,9 +3,7 @@
 //! retries a 403 forever.
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -45,10 +43,7 @@ pub async fn check_access(client: &Client, needed: &[Access]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Forbidden {
-        user: whoami(client).await,
-        missing,
-    })
+    Err(Error::Forbidden { user: whoami(client).await, missing })
 }
 
 /// The user name the API server authenticated us as, for the error message.

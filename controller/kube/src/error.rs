@@ -79,10 +79,7 @@ impl Error {
     }
 
     pub(crate) fn api(action: impl Into<String>, source: kube::Error) -> Self {
-        Error::Api {
-            action: action.into(),
-            source,
-        }
+        Error::Api { action: action.into(), source }
     }
 }
 

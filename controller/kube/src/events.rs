@@ -17,18 +17,22 @@ use tracing::warn;
 
 use crate::error::Access;
 use crate::metrics::{KubeMetrics, result_label};
+use crate::watch::{WATCHED_KINDS, group_resource};
 
 /// The Event `note` limit of the API server (1 kB).
 const NOTE_MAX: usize = 1024;
 
-/// The permission the Event writer needs.
+/// The permissions the Event writer needs: create and patch Events (the recorder patches a repeated Event into
+/// a series), and get on the watched kinds (to name the object's UID).
 pub fn required_access() -> Vec<Access> {
-    vec![Access {
-        verb: "create",
-        group: "events.k8s.io",
-        resource: "events",
-        namespace: None,
-    }]
+    let mut needed: Vec<Access> = ["create", "patch"]
+        .into_iter()
+        .map(|verb| Access { verb, group: "events.k8s.io", resource: "events", namespace: None })
+        .collect();
+    for (group, resource) in WATCHED_KINDS.into_iter().filter_map(group_resource) {
+        needed.push(Access { verb: "get", group, resource, namespace: None });
+    }
+    needed
 }
 
 /// Publishes the diagnostics of `diagnostics` as Events while `is_leader` is true; returns when either
@@ -42,13 +46,7 @@ pub async fn run_event_writer(
     mut diagnostics: watch::Receiver<Arc<Vec<Diagnostic>>>,
     metrics: KubeMetrics,
 ) {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller,
-            instance: Some(instance),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), Reporter { controller, instance: Some(instance) });
     let mut published: HashSet<Diagnostic> = HashSet::new();
     loop {
         if *is_leader.borrow() {
@@ -66,10 +64,7 @@ pub async fn run_event_writer(
                     continue;
                 };
                 let result = recorder.publish(&to_event(&diagnostic), &reference).await;
-                metrics
-                    .events
-                    .with_label_values(&[result_label(&result)])
-                    .inc();
+                metrics.events.with_label_values(&[result_label(&result)]).inc();
                 match result {
                     Ok(()) => {
                         published.insert(diagnostic);
@@ -130,31 +125,16 @@ async fn object_reference(client: &Client, diagnostic: &Diagnostic) -> Option<Ob
     let name = object.name.as_str();
     let c = client.clone();
     let meta = match kind {
-        Kind::Ingress => Api::<Ingress>::namespaced(c, ns)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::Service => Api::<Service>::namespaced(c, ns)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::Secret => Api::<Secret>::namespaced(c, ns)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::EndpointSlice => Api::<EndpointSlice>::namespaced(c, ns)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::IngressClass => Api::<IngressClass>::all(c)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::Node => Api::<Node>::all(c)
-            .get_metadata_opt(name)
-            .await
-            .map(|m| m.map(|m| m.metadata)),
-        Kind::Namespace | Kind::ConfigMap => return None,
+        Kind::Ingress => Api::<Ingress>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        Kind::Service => Api::<Service>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        Kind::Secret => Api::<Secret>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        Kind::EndpointSlice => {
+            Api::<EndpointSlice>::namespaced(c, ns).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata))
+        }
+        Kind::IngressClass => Api::<IngressClass>::all(c).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        Kind::Node => Api::<Node>::all(c).get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)),
+        // Not watched here (and no Event is worth a lookup for them).
+        _ => return None,
     };
     let meta = match meta {
         Ok(meta) => meta?,
@@ -191,26 +171,16 @@ mod tests {
         assert_eq!(e.reason, "InvalidObject");
         assert_eq!(
             e.note.as_deref(),
-            Some(
-                "spec.rules[0].http.paths[0].backend.service.name: Service default/missing does not exist."
-            )
+            Some("spec.rules[0].http.paths[0].backend.service.name: Service default/missing does not exist.")
         );
-        let w = Diagnostic::warning(
-            ObjectRef::new("Ingress", "default", "web"),
-            "",
-            "Route conflict.",
-        );
+        let w = Diagnostic::warning(ObjectRef::new("Ingress", "default", "web"), "", "Route conflict.");
         assert_eq!(to_event(&w).reason, "Warning");
         assert_eq!(to_event(&w).note.as_deref(), Some("Route conflict."));
     }
 
     #[test]
     fn long_notes_are_cut_on_a_character_boundary() {
-        let d = Diagnostic::error(
-            ObjectRef::new("Ingress", "default", "web"),
-            "f",
-            "é".repeat(2000),
-        );
+        let d = Diagnostic::error(ObjectRef::new("Ingress", "default", "web"), "f", "é".repeat(2000));
         let note = to_event(&d).note.unwrap_or_default();
         assert!(note.len() <= NOTE_MAX);
         assert!(note.starts_with("f: é"));

@@ -1,5 +1,6 @@
 //! `watch_cluster`: the watchers as a source, sending the same events the manifests source sends.
 
+use causeway_source::SourceEvent;
 use futures::StreamExt;
 use kube::Client;
 use kube::runtime::watcher::Event;
@@ -8,23 +9,17 @@ use tokio::sync::mpsc;
 use crate::access::check_access;
 use crate::error::{Error, Result};
 use crate::metrics::KubeMetrics;
-use crate::watch::{
-    Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access,
-};
+use crate::watch::{Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access};
 
-// TEMPORARY until causeway-source publishes its SourceEvent; replaced by `causeway_source::SourceEvent`.
-#[derive(Debug)]
-pub enum SourceEvent {
-    Apply(causeway_translate::KubeObject),
-    Delete(causeway_translate::ObjectKey),
-    InitDone,
-}
+/// The source name `watch_cluster` sends in `InitDone`; register it with
+/// [`causeway_source::IndexFeed::new`].
+pub const CLUSTER_SOURCE: &str = "kubernetes";
 
 fn to_source(change: Change) -> SourceEvent {
     match change {
         Change::Apply(obj) => SourceEvent::Apply(obj),
         Change::Delete(key) => SourceEvent::Delete(key),
-        Change::InitDone => SourceEvent::InitDone,
+        Change::InitDone => SourceEvent::InitDone { source: CLUSTER_SOURCE.to_owned() },
     }
 }
 
@@ -33,15 +28,11 @@ fn to_source(change: Change) -> SourceEvent {
 ///
 /// First checks that list and watch are allowed on every kind and returns [`Error::Forbidden`] naming what is
 /// missing. Then nothing is sent until every kind has finished its initial list; the initial state goes out as
-/// `Apply` events followed by one `InitDone`. After that, each change is one `Apply` or `Delete`; a relist
+/// `Apply` events followed by one `InitDone` naming [`CLUSTER_SOURCE`]. After that, each change is one `Apply` or `Delete`; a relist
 /// (after an API outage or an expired watch) sends only what changed meanwhile. Watch errors are retried with
 /// kube-rs's default backoff and counted in `causeway_kube_watch_errors_total` and
 /// `causeway_kube_watch_restarts_total`.
-pub async fn watch_cluster(
-    client: Client,
-    tx: mpsc::Sender<SourceEvent>,
-    metrics: KubeMetrics,
-) -> Result<()> {
+pub async fn watch_cluster(client: Client, tx: mpsc::Sender<SourceEvent>, metrics: KubeMetrics) -> Result<()> {
     check_access(&client, &required_access()).await?;
     let mut stream = merged_watchers(&client);
     let mut tracker = Tracker::new(&WATCHED_KINDS);
@@ -64,9 +55,7 @@ pub async fn watch_cluster(
             report_restart(kind, &metrics);
         }
         for change in changes {
-            tx.send(to_source(change))
-                .await
-                .map_err(|_| Error::ReceiverGone)?;
+            tx.send(to_source(change)).await.map_err(|_| Error::ReceiverGone)?;
         }
     }
     // The watchers retry for ever; a merged stream that ends means every watcher ended, which kube-rs never does.

@@ -50,11 +50,7 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// The client-go defaults: 15 s lease, 10 s renew deadline, 2 s retry period.
-    pub fn new(
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-        identity: impl Into<String>,
-    ) -> Self {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -118,15 +114,8 @@ pub fn run_leader_election(
     identity: &str,
     metrics: KubeMetrics,
 ) -> watch::Receiver<bool> {
-    let LeaderHandle {
-        is_leader,
-        stop,
-        task,
-    } = spawn_elector(
-        client,
-        LeaseConfig::new(lease_ns, lease_name, identity),
-        metrics,
-    );
+    let LeaderHandle { is_leader, stop, task } =
+        spawn_elector(client, LeaseConfig::new(lease_ns, lease_name, identity), metrics);
     // The elector ends by itself (and releases the lease) when every receiver is gone; keep its stop channel
     // open until then, since a closed stop channel also ends it.
     tokio::spawn(async move {
@@ -144,11 +133,7 @@ pub fn spawn_elector(client: Client, config: LeaseConfig, metrics: KubeMetrics) 
     let (stop_tx, stop_rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let task = tokio::spawn(run(api, config, leader_tx, stop_rx, metrics));
-    LeaderHandle {
-        is_leader: leader_rx,
-        stop: stop_tx,
-        task,
-    }
+    LeaderHandle { is_leader: leader_rx, stop: stop_tx, task }
 }
 
 // === Decision ===
@@ -178,9 +163,7 @@ impl Record {
     fn from_lease(lease: &Lease) -> Self {
         let spec = lease.spec.as_ref();
         Self {
-            holder: spec
-                .and_then(|s| s.holder_identity.clone())
-                .filter(|h| !h.is_empty()),
+            holder: spec.and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty()),
             lease_duration: spec
                 .and_then(|s| s.lease_duration_seconds)
                 .and_then(|s| u64::try_from(s).ok())
@@ -206,11 +189,7 @@ pub(crate) fn decide(
         None => Step::Acquire,
         Some(_) => {
             let duration = record.lease_duration.unwrap_or(default_duration);
-            if now.saturating_duration_since(observed_at) >= duration {
-                Step::Acquire
-            } else {
-                Step::Wait
-            }
+            if now.saturating_duration_since(observed_at) >= duration { Step::Acquire } else { Step::Wait }
         }
     }
 }
@@ -236,14 +215,7 @@ async fn run(
     metrics: KubeMetrics,
 ) {
     let retry = config.retry_period;
-    let mut elector = Elector {
-        api,
-        config,
-        leader_tx,
-        metrics,
-        observed: None,
-        last_renew: None,
-    };
+    let mut elector = Elector { api, config, leader_tx, metrics, observed: None, last_renew: None };
     loop {
         elector.tick().await;
         tokio::select! {
@@ -262,10 +234,7 @@ impl Elector {
         if was != leading {
             let change = if leading { "acquired" } else { "lost" };
             info!(message = "Leadership changed.", lease = %self.config.name, identity = %self.config.identity, change);
-            self.metrics
-                .leader_transitions
-                .with_label_values(&[change])
-                .inc();
+            self.metrics.leader_transitions.with_label_values(&[change]).inc();
             self.metrics.leader.set(i64::from(leading));
             self.leader_tx.send_replace(leading);
         }
@@ -301,13 +270,7 @@ impl Elector {
         };
         self.observed = record.clone().map(|r| (r, observed_at));
 
-        let step = decide(
-            &self.config.identity,
-            record.as_ref(),
-            observed_at,
-            now,
-            self.config.lease_duration,
-        );
+        let step = decide(&self.config.identity, record.as_ref(), observed_at, now, self.config.lease_duration);
         let written = match (step, current) {
             (Step::Wait, _) => {
                 self.set_leader(false);
@@ -328,20 +291,12 @@ impl Elector {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
                 spec.renew_time = Some(MicroTime(Timestamp::now()));
                 spec.lease_duration_seconds = Some(duration_secs(self.config.lease_duration));
-                self.api
-                    .replace(&self.config.name, &PostParams::default(), &lease)
-                    .await
+                self.api.replace(&self.config.name, &PostParams::default(), &lease).await
             }
             (Step::Acquire, Some(mut lease)) => {
-                let transitions = lease
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.lease_transitions)
-                    .unwrap_or(0);
+                let transitions = lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0);
                 lease.spec = Some(self.spec_for_new_term(transitions.saturating_add(1)));
-                self.api
-                    .replace(&self.config.name, &PostParams::default(), &lease)
-                    .await
+                self.api.replace(&self.config.name, &PostParams::default(), &lease).await
             }
             // decide() only answers Renew or Acquire for an existing lease.
             (Step::Renew | Step::Acquire, None) => return,
@@ -391,11 +346,7 @@ impl Elector {
                 return;
             }
         };
-        let ours = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            == Some(&self.config.identity);
+        let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(&self.config.identity);
         if !ours {
             return;
         }
@@ -404,11 +355,7 @@ impl Elector {
             spec.lease_duration_seconds = Some(1);
             spec.renew_time = Some(MicroTime(Timestamp::now()));
         }
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
             Ok(_) => info!(message = "Released the leader lease.", lease = %self.config.name),
             Err(error) => warn!(message = "Releasing the leader lease failed.", %error),
         }
@@ -444,42 +391,24 @@ mod tests {
         let t0 = Instant::now();
         let r = record(Some("a"), Some(10));
         assert_eq!(decide("a", Some(&r), t0, t0, D), Step::Renew);
-        assert_eq!(
-            decide("b", Some(&r), t0, t0 + Duration::from_secs(9), D),
-            Step::Wait
-        );
+        assert_eq!(decide("b", Some(&r), t0, t0 + Duration::from_secs(9), D), Step::Wait);
         // The lease's own duration wins over the local default.
-        assert_eq!(
-            decide("b", Some(&r), t0, t0 + Duration::from_secs(10), D),
-            Step::Acquire
-        );
+        assert_eq!(decide("b", Some(&r), t0, t0 + Duration::from_secs(10), D), Step::Acquire);
         let no_duration = record(Some("a"), None);
-        assert_eq!(
-            decide("b", Some(&no_duration), t0, t0 + Duration::from_secs(14), D),
-            Step::Wait
-        );
-        assert_eq!(
-            decide("b", Some(&no_duration), t0, t0 + D, D),
-            Step::Acquire
-        );
+        assert_eq!(decide("b", Some(&no_duration), t0, t0 + Duration::from_secs(14), D), Step::Wait);
+        assert_eq!(decide("b", Some(&no_duration), t0, t0 + D, D), Step::Acquire);
     }
 
     #[tokio::test(start_paused = true)]
     async fn released_lease_is_taken_at_once() {
         let t = Instant::now();
-        assert_eq!(
-            decide("b", Some(&record(None, Some(1))), t, t, D),
-            Step::Acquire
-        );
+        assert_eq!(decide("b", Some(&record(None, Some(1))), t, t, D), Step::Acquire);
     }
 
     #[test]
     fn empty_holder_in_a_lease_counts_as_free() {
         let lease = Lease {
-            spec: Some(LeaseSpec {
-                holder_identity: Some(String::new()),
-                ..LeaseSpec::default()
-            }),
+            spec: Some(LeaseSpec { holder_identity: Some(String::new()), ..LeaseSpec::default() }),
             ..Lease::default()
         };
         assert_eq!(Record::from_lease(&lease).holder, None);

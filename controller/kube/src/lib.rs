@@ -31,10 +31,10 @@ mod watch;
 pub use access::check_access;
 pub use error::{Access, Error, Result};
 pub use events::{required_access as event_required_access, run_event_writer};
-pub use feed::{SourceEvent, watch_cluster};
+pub use feed::{CLUSTER_SOURCE, watch_cluster};
 pub use lease::{LeaderHandle, LeaseConfig, run_leader_election, spawn_elector};
 pub use metrics::KubeMetrics;
 pub use status::{
-    Address, OwnedIngresses, Publish, ingress_addresses, run_status_writer, service_addresses,
+    Address, OwnedIngresses, Publish, ingress_addresses, ingresses_with_routes, run_status_writer, service_addresses,
 };
 pub use watch::{TLS_SECRET_SELECTOR, WATCHED_KINDS, required_access as watch_required_access};

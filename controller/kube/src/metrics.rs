@@ -52,18 +52,12 @@ impl KubeMetrics {
                 &["kind"],
             )?,
             watch_synced: IntGaugeVec::new(
-                Opts::new(
-                    "causeway_kube_watch_synced",
-                    "1 once the kind's current list has been delivered.",
-                ),
+                Opts::new("causeway_kube_watch_synced", "1 once the kind's current list has been delivered."),
                 &["kind"],
             )
             .map_err(Error::Metrics)?,
-            leader: IntGauge::new(
-                "causeway_leader",
-                "1 while this replica holds the leader lease.",
-            )
-            .map_err(Error::Metrics)?,
+            leader: IntGauge::new("causeway_leader", "1 while this replica holds the leader lease.")
+                .map_err(Error::Metrics)?,
             leader_transitions: counter(
                 "causeway_leader_transitions_total",
                 "Leadership changes of this replica.",
@@ -74,11 +68,7 @@ impl KubeMetrics {
                 "Writes of Ingress status.loadBalancer.",
                 &["result"],
             )?,
-            events: counter(
-                "causeway_kube_events_total",
-                "Kubernetes Events published.",
-                &["result"],
-            )?,
+            events: counter("causeway_kube_events_total", "Kubernetes Events published.", &["result"])?,
         })
     }
 

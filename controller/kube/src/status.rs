@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_translate::{Kind, ObjectKey};
+use causeway_translate::{Kind, ObjectKey, RouteTable};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Service;
@@ -51,13 +51,8 @@ impl Publish {
     /// Parses a `--publish-service` value, `namespace/name`.
     pub fn service(value: &str) -> Result<Self> {
         match value.split_once('/') {
-            Some((namespace, name))
-                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
-            {
-                Ok(Publish::Service {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                })
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Publish::Service { namespace: namespace.to_owned(), name: name.to_owned() })
             }
             _ => Err(Error::InvalidPublishService(value.to_owned())),
         }
@@ -66,33 +61,13 @@ impl Publish {
     /// The permissions the status writer needs with this setting.
     pub fn required_access(&self) -> Vec<Access> {
         let mut needed = vec![
-            Access {
-                verb: "list",
-                group: "networking.k8s.io",
-                resource: "ingresses",
-                namespace: None,
-            },
-            Access {
-                verb: "watch",
-                group: "networking.k8s.io",
-                resource: "ingresses",
-                namespace: None,
-            },
-            Access {
-                verb: "patch",
-                group: "networking.k8s.io",
-                resource: "ingresses/status",
-                namespace: None,
-            },
+            Access { verb: "list", group: "networking.k8s.io", resource: "ingresses", namespace: None },
+            Access { verb: "watch", group: "networking.k8s.io", resource: "ingresses", namespace: None },
+            Access { verb: "patch", group: "networking.k8s.io", resource: "ingresses/status", namespace: None },
         ];
         if let Publish::Service { namespace, .. } = self {
             for verb in ["list", "watch"] {
-                needed.push(Access {
-                    verb,
-                    group: "",
-                    resource: "services",
-                    namespace: Some(namespace.clone()),
-                });
+                needed.push(Access { verb, group: "", resource: "services", namespace: Some(namespace.clone()) });
             }
         }
         needed
@@ -129,11 +104,7 @@ impl Address {
 /// external name of an `ExternalName` Service).
 pub fn service_addresses(svc: &Service) -> Vec<Address> {
     let mut out = BTreeSet::new();
-    let lb = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
+    let lb = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
     for entry in lb.into_iter().flatten() {
         if let Some(ip) = entry.ip.as_deref().filter(|s| !s.is_empty()) {
             out.insert(Address::Ip(ip.to_owned()));
@@ -143,34 +114,19 @@ pub fn service_addresses(svc: &Service) -> Vec<Address> {
     }
     let spec = svc.spec.as_ref();
     if out.is_empty() {
-        for ip in spec
-            .and_then(|s| s.external_ips.as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for ip in spec.and_then(|s| s.external_ips.as_ref()).into_iter().flatten() {
             out.insert(Address::parse(ip));
         }
     }
     if out.is_empty()
-        && let Some(name) = spec
-            .and_then(|s| s.external_name.as_deref())
-            .filter(|s| !s.is_empty())
+        && let Some(name) = spec.and_then(|s| s.external_name.as_deref()).filter(|s| !s.is_empty())
     {
         out.insert(Address::Hostname(name.to_owned()));
     }
     if out.is_empty() {
         let ips = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
-        let ips = if ips.is_empty() {
-            spec.and_then(|s| s.cluster_ip.clone())
-                .into_iter()
-                .collect()
-        } else {
-            ips
-        };
-        for ip in ips
-            .iter()
-            .filter(|ip| !ip.is_empty() && ip.as_str() != "None")
-        {
+        let ips = if ips.is_empty() { spec.and_then(|s| s.cluster_ip.clone()).into_iter().collect() } else { ips };
+        for ip in ips.iter().filter(|ip| !ip.is_empty() && ip.as_str() != "None") {
             out.insert(Address::parse(ip));
         }
     }
@@ -179,11 +135,7 @@ pub fn service_addresses(svc: &Service) -> Vec<Address> {
 
 /// The addresses currently in an Ingress's status, sorted.
 pub fn ingress_addresses(ing: &Ingress) -> Vec<Address> {
-    let entries = ing
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
+    let entries = ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
     let mut out: Vec<Address> = entries
         .into_iter()
         .flatten()
@@ -202,6 +154,20 @@ pub fn ingress_addresses(ing: &Ingress) -> Vec<Address> {
 /// list), during which nothing is written or cleared.
 pub type OwnedIngresses = Option<Arc<BTreeSet<ObjectKey>>>;
 
+/// The Ingresses that have at least one route in `table`, as an [`OwnedIngresses`] value.
+///
+/// A stop-gap for callers until the translation exposes its ownership decision directly: an Ingress of ours
+/// whose every rule is invalid has no route, so it is missing here (its status is then left as it is, or
+/// cleared if this replica wrote it).
+pub fn ingresses_with_routes(table: &RouteTable) -> OwnedIngresses {
+    let routes = table.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()).chain(table.default_route.iter());
+    let keys = routes
+        .filter(|r| r.ingress.kind == Kind::Ingress.as_str())
+        .map(|r| ObjectKey::new(Kind::Ingress, r.ingress.namespace.clone(), r.ingress.name.clone()))
+        .collect();
+    Some(Arc::new(keys))
+}
+
 /// The writes one reconciliation makes: `(ingress, new addresses)`, empty addresses meaning "clear".
 pub(crate) fn plan(
     current: &HashMap<ObjectKey, Vec<Address>>,
@@ -218,8 +184,7 @@ pub(crate) fn plan(
             if now.as_slice() != desired {
                 writes.push((key.clone(), desired.to_vec()));
             }
-        } else if !now.is_empty()
-            && ((!desired.is_empty() && now.as_slice() == desired) || written_by_us.contains(key))
+        } else if !now.is_empty() && ((!desired.is_empty() && now.as_slice() == desired) || written_by_us.contains(key))
         {
             writes.push((key.clone(), Vec::new()));
         }
@@ -235,12 +200,8 @@ pub async fn run_status_writer(
     mut ours: watch::Receiver<OwnedIngresses>,
     metrics: KubeMetrics,
 ) -> Result<()> {
-    let mut ingresses = watcher::watcher(
-        Api::<Ingress>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
+    let mut ingresses =
+        watcher::watcher(Api::<Ingress>::all(client.clone()), watcher::Config::default()).default_backoff().boxed();
     let mut services: BoxStream<'static, Result<Event<Service>, watcher::Error>> = match &publish {
         Publish::Service { namespace, name } => watcher::watcher(
             Api::<Service>::namespaced(client.clone(), namespace),
@@ -323,10 +284,7 @@ pub async fn run_status_writer(
         let writes = plan(&current, &owned, &desired, &written_by_us);
         for (key, addresses) in writes {
             let result = write_status(&client, &key, &addresses).await;
-            metrics
-                .status_updates
-                .with_label_values(&[result_label(&result)])
-                .inc();
+            metrics.status_updates.with_label_values(&[result_label(&result)]).inc();
             match result {
                 Ok(()) => {
                     info!(message = "Wrote Ingress status.", ingress = %key, addresses = ?addresses);
@@ -423,9 +381,7 @@ async fn write_status(client: &Client, key: &ObjectKey, addresses: &[Address]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
-    };
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus};
 
     fn k(name: &str) -> ObjectKey {
         ObjectKey::new(Kind::Ingress, "default", name)
@@ -439,10 +395,7 @@ mod tests {
     fn publish_service_must_be_namespace_slash_name() {
         assert_eq!(
             Publish::service("ingress/causeway").ok(),
-            Some(Publish::Service {
-                namespace: "ingress".into(),
-                name: "causeway".into()
-            })
+            Some(Publish::Service { namespace: "ingress".into(), name: "causeway".into() })
         );
         for bad in ["causeway", "/x", "x/", "a/b/c", ""] {
             assert!(Publish::service(bad).is_err(), "{bad}");
@@ -453,10 +406,7 @@ mod tests {
     fn addresses_parse_ips_and_hostnames() {
         assert_eq!(Address::parse("10.0.0.1"), ip("10.0.0.1"));
         assert_eq!(Address::parse("::1"), ip("::1"));
-        assert_eq!(
-            Address::parse("lb.example.com"),
-            Address::Hostname("lb.example.com".into())
-        );
+        assert_eq!(Address::parse("lb.example.com"), Address::Hostname("lb.example.com".into()));
     }
 
     #[test]
@@ -477,27 +427,15 @@ mod tests {
         svc.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
                 ingress: Some(vec![
-                    LoadBalancerIngress {
-                        ip: Some("172.18.255.200".into()),
-                        ..Default::default()
-                    },
-                    LoadBalancerIngress {
-                        hostname: Some("lb.example".into()),
-                        ..Default::default()
-                    },
+                    LoadBalancerIngress { ip: Some("172.18.255.200".into()), ..Default::default() },
+                    LoadBalancerIngress { hostname: Some("lb.example".into()), ..Default::default() },
                 ]),
             }),
             ..ServiceStatus::default()
         });
-        assert_eq!(
-            service_addresses(&svc),
-            vec![ip("172.18.255.200"), Address::Hostname("lb.example".into())]
-        );
+        assert_eq!(service_addresses(&svc), vec![ip("172.18.255.200"), Address::Hostname("lb.example".into())]);
         let headless = Service {
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                ..ServiceSpec::default()
-            }),
+            spec: Some(ServiceSpec { cluster_ip: Some("None".into()), ..ServiceSpec::default() }),
             ..Service::default()
         };
         assert_eq!(service_addresses(&headless), vec![]);
@@ -515,12 +453,7 @@ mod tests {
             (k("foreign-empty"), vec![]),
             (k("we-wrote-old"), vec![ip("192.0.2.7")]),
         ]);
-        let ours = BTreeSet::from([
-            k("ours-empty"),
-            k("ours-done"),
-            k("ours-stale"),
-            k("not-listed-yet"),
-        ]);
+        let ours = BTreeSet::from([k("ours-empty"), k("ours-done"), k("ours-stale"), k("not-listed-yet")]);
         let written = HashSet::from([k("we-wrote-old")]);
         let writes = plan(&current, &ours, &desired, &written);
         assert_eq!(
@@ -537,9 +470,6 @@ mod tests {
     #[test]
     fn plan_with_nothing_to_publish_does_not_clear_foreign_empty_matches() {
         let current = HashMap::from([(k("foreign"), vec![])]);
-        assert_eq!(
-            plan(&current, &BTreeSet::new(), &[], &HashSet::new()),
-            vec![]
-        );
+        assert_eq!(plan(&current, &BTreeSet::new(), &[], &HashSet::new()), vec![]);
     }
 }

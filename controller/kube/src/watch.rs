@@ -35,14 +35,8 @@ use crate::error::{Access, is_status};
 use crate::metrics::KubeMetrics;
 
 /// The kinds the cluster source watches, in the order they are set up.
-pub const WATCHED_KINDS: [Kind; 6] = [
-    Kind::IngressClass,
-    Kind::Ingress,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Secret,
-    Kind::Node,
-];
+pub const WATCHED_KINDS: [Kind; 6] =
+    [Kind::IngressClass, Kind::Ingress, Kind::Service, Kind::EndpointSlice, Kind::Secret, Kind::Node];
 
 /// The field selector for Secrets: only TLS Secrets are read (the others may hold anything and we never need them).
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
@@ -62,31 +56,24 @@ pub(crate) enum Change {
 /// The permissions the watchers need: list and watch on each kind, in every namespace.
 pub fn required_access() -> Vec<Access> {
     let mut needed = Vec::new();
-    for kind in WATCHED_KINDS {
-        let (group, resource) = group_resource(kind);
+    for (group, resource) in WATCHED_KINDS.into_iter().filter_map(group_resource) {
         for verb in ["list", "watch"] {
-            needed.push(Access {
-                verb,
-                group,
-                resource,
-                namespace: None,
-            });
+            needed.push(Access { verb, group, resource, namespace: None });
         }
     }
     needed
 }
 
-/// API group and plural resource of a watched kind.
-pub(crate) fn group_resource(kind: Kind) -> (&'static str, &'static str) {
+/// API group and plural resource of a watched kind (`None` for kinds this crate does not watch).
+pub(crate) fn group_resource(kind: Kind) -> Option<(&'static str, &'static str)> {
     match kind {
-        Kind::Ingress => ("networking.k8s.io", "ingresses"),
-        Kind::IngressClass => ("networking.k8s.io", "ingressclasses"),
-        Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
-        Kind::Service => ("", "services"),
-        Kind::Secret => ("", "secrets"),
-        Kind::Node => ("", "nodes"),
-        Kind::Namespace => ("", "namespaces"),
-        Kind::ConfigMap => ("", "configmaps"),
+        Kind::Ingress => Some(("networking.k8s.io", "ingresses")),
+        Kind::IngressClass => Some(("networking.k8s.io", "ingressclasses")),
+        Kind::EndpointSlice => Some(("discovery.k8s.io", "endpointslices")),
+        Kind::Service => Some(("", "services")),
+        Kind::Secret => Some(("", "secrets")),
+        Kind::Node => Some(("", "nodes")),
+        _ => None,
     }
 }
 
@@ -100,11 +87,7 @@ pub(crate) fn merged_watchers(client: &Client) -> SelectAll<BoxStream<'static, K
         kind_stream::<Ingress>(Api::all(client.clone()), all.clone(), Kind::Ingress),
         kind_stream::<Service>(Api::all(client.clone()), all.clone(), Kind::Service),
         kind_stream::<EndpointSlice>(Api::all(client.clone()), all.clone(), Kind::EndpointSlice),
-        kind_stream::<Secret>(
-            Api::all(client.clone()),
-            all.clone().fields(TLS_SECRET_SELECTOR),
-            Kind::Secret,
-        ),
+        kind_stream::<Secret>(Api::all(client.clone()), all.clone().fields(TLS_SECRET_SELECTOR), Kind::Secret),
         kind_stream::<Node>(Api::all(client.clone()), all, Kind::Node),
     ])
 }
@@ -199,10 +182,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(kinds: &[Kind]) -> Self {
-        Self {
-            kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
-            held: Some(Vec::new()),
-        }
+        Self { kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(), held: Some(Vec::new()) }
     }
 
     /// Whether every kind has finished its first list (and `InitDone` has been emitted).
@@ -239,12 +219,7 @@ impl Tracker {
                     }
                     seen.insert(key, version);
                 }
-                let mut gone: Vec<ObjectKey> = state
-                    .known
-                    .keys()
-                    .filter(|k| !seen.contains_key(*k))
-                    .cloned()
-                    .collect();
+                let mut gone: Vec<ObjectKey> = state.known.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
                 gone.sort();
                 out.extend(gone.into_iter().map(Change::Delete));
                 state.known = seen;
@@ -287,10 +262,7 @@ fn resource_version(obj: &KubeObject) -> String {
 
 /// Logs a watcher error; a 403 names the verb and resource so the missing RBAC rule is obvious.
 pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMetrics) {
-    metrics
-        .watch_errors
-        .with_label_values(&[kind.as_str()])
-        .inc();
+    metrics.watch_errors.with_label_values(&[kind.as_str()]).inc();
     let (verb, source) = match error {
         watcher::Error::InitialListFailed(e) => ("list", Some(e)),
         watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", Some(e)),
@@ -298,14 +270,8 @@ pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMet
     };
     let forbidden = source.is_some_and(|e| is_status(e, 403))
         || matches!(error, watcher::Error::WatchError(status) if status.code == 403);
-    if forbidden {
-        let (group, resource) = group_resource(kind);
-        let access = Access {
-            verb,
-            group,
-            resource,
-            namespace: None,
-        };
+    if forbidden && let Some((group, resource)) = group_resource(kind) {
+        let access = Access { verb, group, resource, namespace: None };
         error!(message = "Permission denied; grant it in the controller's ClusterRole.", missing = %access, %error);
     } else {
         warn!(message = "Watch failed; retrying with backoff.", kind = kind.as_str(), %error);
@@ -313,14 +279,8 @@ pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMet
 }
 
 pub(crate) fn report_restart(kind: Kind, metrics: &KubeMetrics) {
-    metrics
-        .watch_restarts
-        .with_label_values(&[kind.as_str()])
-        .inc();
-    info!(
-        message = "Re-listing after a watch restart.",
-        kind = kind.as_str()
-    );
+    metrics.watch_restarts.with_label_values(&[kind.as_str()]).inc();
+    info!(message = "Re-listing after a watch restart.", kind = kind.as_str());
 }
 
 #[cfg(test)]

@@ -33,14 +33,8 @@ async fn missing_rbac_names_verb_and_resource() {
         other => panic!("expected Forbidden, got {other}"),
     }
     assert!(message.contains("causeway-limited"), "{message}");
-    assert!(
-        message.contains("list ingresses (API group networking.k8s.io) in all namespaces"),
-        "{message}"
-    );
-    assert!(
-        message.contains("watch nodes in all namespaces"),
-        "{message}"
-    );
+    assert!(message.contains("list ingresses (API group networking.k8s.io) in all namespaces"), "{message}");
+    assert!(message.contains("watch nodes in all namespaces"), "{message}");
 
     // Everything but `watch endpointslices`: exactly that one is named.
     let role: ClusterRole = serde_json::from_value(json!({
@@ -59,14 +53,8 @@ async fn missing_rbac_names_verb_and_resource() {
     }))
     .expect("binding");
     let pp = PostParams::default();
-    Api::<ClusterRole>::all(admin.clone())
-        .create(&pp, &role)
-        .await
-        .expect("create ClusterRole");
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&pp, &binding)
-        .await
-        .expect("create ClusterRoleBinding");
+    Api::<ClusterRole>::all(admin.clone()).create(&pp, &role).await.expect("create ClusterRole");
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&pp, &binding).await.expect("create ClusterRoleBinding");
 
     // RBAC changes apply within moments but not synchronously; poll until the review reflects the binding.
     let (error, _) = support::eventually("the binding to take effect", support::DEADLINE, || {
@@ -81,10 +69,7 @@ async fn missing_rbac_names_verb_and_resource() {
     })
     .await;
     let message = error.to_string();
-    assert!(
-        message.contains("watch endpointslices (API group discovery.k8s.io) in all namespaces"),
-        "{message}"
-    );
+    assert!(message.contains("watch endpointslices (API group discovery.k8s.io) in all namespaces"), "{message}");
     assert!(!message.contains("list endpointslices"), "{message}");
     assert_eq!(error.metric_label(), "forbidden");
 
@@ -95,19 +80,13 @@ async fn missing_rbac_names_verb_and_resource() {
         { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] }
     ]});
     Api::<ClusterRole>::all(admin)
-        .patch(
-            "causeway-partial",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
+        .patch("causeway-partial", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
         .expect("patch ClusterRole");
     let limited = client_from(&cluster.env["LIMITED_KUBECONFIG"]).await;
-    support::eventually(
-        "the full role to take effect",
-        support::DEADLINE,
-        || async { check_access(&limited, &watch_required_access()).await.ok() },
-    )
+    support::eventually("the full role to take effect", support::DEADLINE, || async {
+        check_access(&limited, &watch_required_access()).await.ok()
+    })
     .await;
     let feed = support::Feed::start(limited);
     feed.wait_init_done().await;

@@ -27,12 +27,7 @@ fn leading(h: &LeaderHandle) -> bool {
 }
 
 async fn holder(api: &Api<Lease>) -> Option<String> {
-    api.get_opt("causeway-test")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
+    api.get_opt("causeway-test").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
 }
 
 /// Waits until exactly one of the two leads, and checks the Lease names it.
@@ -41,16 +36,9 @@ async fn one_leader<'a>(
     a: &'a LeaderHandle,
     b: &'a LeaderHandle,
 ) -> (&'a LeaderHandle, &'a LeaderHandle, &'static str) {
-    let ((), _) = eventually("one leader", DEADLINE, || async {
-        (leading(a) || leading(b)).then_some(())
-    })
-    .await;
+    let ((), _) = eventually("one leader", DEADLINE, || async { (leading(a) || leading(b)).then_some(()) }).await;
     assert!(!(leading(a) && leading(b)), "both replicas lead");
-    let (leader, follower, name) = if leading(a) {
-        (a, b, "replica-a")
-    } else {
-        (b, a, "replica-b")
-    };
+    let (leader, follower, name) = if leading(a) { (a, b, "replica-a") } else { (b, a, "replica-b") };
     assert_eq!(holder(api).await.as_deref(), Some(name));
     (leader, follower, name)
 }
@@ -64,20 +52,13 @@ async fn two_electors_one_leader_and_failover_within_the_lease() {
     let metrics = KubeMetrics::unregistered().expect("metrics");
 
     let a = spawn_elector(client_a.clone(), config("replica-a"), metrics.clone());
-    let b = spawn_elector(
-        client_b,
-        config("replica-b"),
-        KubeMetrics::unregistered().expect("metrics"),
-    );
+    let b = spawn_elector(client_b, config("replica-b"), KubeMetrics::unregistered().expect("metrics"));
     let (leader, follower, name) = one_leader(&api, &a, &b).await;
 
     // Over several renewals the leadership stays put and never doubles.
     let steady = Instant::now();
     while steady.elapsed() < 2 * LEASE {
-        assert!(
-            leading(leader) && !leading(follower),
-            "leadership moved without a failure"
-        );
+        assert!(leading(leader) && !leading(follower), "leadership moved without a failure");
         tokio::time::sleep(RETRY).await;
     }
     assert_eq!(holder(&api).await.as_deref(), Some(name));
@@ -85,26 +66,13 @@ async fn two_electors_one_leader_and_failover_within_the_lease() {
     // A crash: the leader stops renewing and never releases. The follower waits out the lease.
     let crashed_at = Instant::now();
     let (leader, follower) = if name == "replica-a" { (a, b) } else { (b, a) };
-    let follower_name = if name == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
+    let follower_name = if name == "replica-a" { "replica-b" } else { "replica-a" };
     leader.abort();
-    let ((), took) = eventually("failover", DEADLINE, || async {
-        leading(&follower).then_some(())
-    })
-    .await;
-    assert!(
-        took >= LEASE - RETRY * 2,
-        "took over after {took:?}, before the lease of {LEASE:?} ran out"
-    );
+    let ((), took) = eventually("failover", DEADLINE, || async { leading(&follower).then_some(()) }).await;
+    assert!(took >= LEASE - RETRY * 2, "took over after {took:?}, before the lease of {LEASE:?} ran out");
     // Worst case: the follower saw the last renewal one retry late, then needs one more retry and a write.
     let bound = LEASE + RETRY * 3 + Duration::from_millis(500);
-    assert!(
-        took <= bound,
-        "failover took {took:?}, lease {LEASE:?}, bound {bound:?}"
-    );
+    assert!(took <= bound, "failover took {took:?}, lease {LEASE:?}, bound {bound:?}");
     assert_eq!(holder(&api).await.as_deref(), Some(follower_name));
     eprintln!("failover after a crash: {:?}", crashed_at.elapsed());
 
@@ -112,21 +80,12 @@ async fn two_electors_one_leader_and_failover_within_the_lease() {
     let c = spawn_elector(client_a, config("replica-c"), metrics.clone());
     let stopped_at = Instant::now();
     follower.shutdown().await;
-    let ((), took) = eventually("hand-over after release", DEADLINE, || async {
-        leading(&c).then_some(())
-    })
-    .await;
+    let ((), took) = eventually("hand-over after release", DEADLINE, || async { leading(&c).then_some(()) }).await;
     assert!(took < LEASE, "hand-over after a release took {took:?}");
     assert_eq!(holder(&api).await.as_deref(), Some("replica-c"));
-    eprintln!(
-        "hand-over after a graceful stop: {:?}",
-        stopped_at.elapsed()
-    );
+    eprintln!("hand-over after a graceful stop: {:?}", stopped_at.elapsed());
     let lease = api.get("causeway-test").await.expect("lease");
-    assert!(
-        lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 2,
-        "transitions counted"
-    );
+    assert!(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 2, "transitions counted");
     c.shutdown().await;
     assert_eq!(holder(&api).await, None, "released on shutdown");
 }

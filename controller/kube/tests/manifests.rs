@@ -47,11 +47,8 @@ fn manifests_pass_server_side_dry_run() {
     if !prerequisites.is_empty() {
         let (ok, out) = kubectl(&cluster, &["apply", "-f", "-"], Some(&prerequisites.join("\n---\n")));
         assert!(ok, "applying the namespaces and CRDs of manifests/ failed:\n{out}");
-        let (ok, out) = kubectl(
-            &cluster,
-            &["wait", "--for", "condition=established", "--timeout", "60s", "crd", "--all"],
-            None,
-        );
+        let (ok, out) =
+            kubectl(&cluster, &["wait", "--for", "condition=established", "--timeout", "60s", "crd", "--all"], None);
         assert!(ok || out.contains("no matching resources"), "CRDs not established:\n{out}");
     }
 

@@ -36,17 +36,10 @@ fn key(kind: Kind, name: &str) -> ObjectKey {
 }
 
 fn total(counter: &prometheus::IntCounterVec) -> u64 {
-    [
-        "Ingress",
-        "IngressClass",
-        "Service",
-        "EndpointSlice",
-        "Secret",
-        "Node",
-    ]
-    .iter()
-    .map(|k| counter.with_label_values(&[k]).get())
-    .sum()
+    ["Ingress", "IngressClass", "Service", "EndpointSlice", "Secret", "Node"]
+        .iter()
+        .map(|k| counter.with_label_values(&[k]).get())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,30 +49,15 @@ async fn watchers_resync_after_the_api_server_restarts() {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
-    services
-        .create(&pp, &service("stable"))
-        .await
-        .expect("create Service");
-    slices
-        .create(&pp, &slice("stable-1", "stable"))
-        .await
-        .expect("create EndpointSlice");
-    services
-        .create(&pp, &service("doomed"))
-        .await
-        .expect("create Service");
+    services.create(&pp, &service("stable")).await.expect("create Service");
+    slices.create(&pp, &slice("stable-1", "stable")).await.expect("create EndpointSlice");
+    services.create(&pp, &service("doomed")).await.expect("create Service");
 
     let feed = Feed::start(client.clone());
     feed.wait_init_done().await;
-    let stable = [
-        key(Kind::Service, "stable"),
-        key(Kind::EndpointSlice, "stable-1"),
-    ];
+    let stable = [key(Kind::Service, "stable"), key(Kind::EndpointSlice, "stable-1")];
     let stable_objects: Vec<_> = stable.iter().map(|k| feed.get(k)).collect();
-    assert!(
-        stable_objects.iter().all(Option::is_some),
-        "initial state missing"
-    );
+    assert!(stable_objects.iter().all(Option::is_some), "initial state missing");
 
     // Outage: the watchers notice (errors counted), and the index keeps what it had.
     cluster.stop_apiserver();
@@ -87,28 +65,17 @@ async fn watchers_resync_after_the_api_server_restarts() {
         (total(&feed.metrics.watch_errors) > 0).then_some(())
     })
     .await;
-    assert_eq!(
-        stable.iter().map(|k| feed.get(k)).collect::<Vec<_>>(),
-        stable_objects,
-        "index changed while down"
-    );
+    assert_eq!(stable.iter().map(|k| feed.get(k)).collect::<Vec<_>>(), stable_objects, "index changed while down");
 
     // Back up; changes made right away land while the watchers are still backing off, and must take effect.
     cluster.start_apiserver();
-    services
-        .create(&pp, &service("added"))
-        .await
-        .expect("create Service after restart");
-    services
-        .delete("doomed", &DeleteParams::default())
-        .await
-        .expect("delete Service after restart");
+    services.create(&pp, &service("added")).await.expect("create Service after restart");
+    services.delete("doomed", &DeleteParams::default()).await.expect("delete Service after restart");
     // kube-rs's default backoff grows to 30 s between attempts, so allow for one full step.
     let resync_deadline = DEADLINE + Duration::from_secs(30);
     let ((), took) = eventually("resync after the restart", resync_deadline, || async {
-        (feed.get(&key(Kind::Service, "added")).is_some()
-            && feed.get(&key(Kind::Service, "doomed")).is_none())
-        .then_some(())
+        (feed.get(&key(Kind::Service, "added")).is_some() && feed.get(&key(Kind::Service, "doomed")).is_none())
+            .then_some(())
     })
     .await;
     eprintln!("resynced {took:?} after the API server was ready again");
@@ -116,19 +83,9 @@ async fn watchers_resync_after_the_api_server_restarts() {
     // Objects that did not change were never deleted on the way, and are still the same objects.
     feed.with(|s| {
         for (applied, k) in s.log.iter().flatten() {
-            assert!(
-                *applied || !stable.contains(k),
-                "{k} was deleted during the outage"
-            );
+            assert!(*applied || !stable.contains(k), "{k} was deleted during the outage");
         }
     });
-    assert_eq!(
-        stable.iter().map(|k| feed.get(k)).collect::<Vec<_>>(),
-        stable_objects
-    );
-    eprintln!(
-        "watch errors {}, restarts {}",
-        total(&feed.metrics.watch_errors),
-        total(&feed.metrics.watch_restarts)
-    );
+    assert_eq!(stable.iter().map(|k| feed.get(k)).collect::<Vec<_>>(), stable_objects);
+    eprintln!("watch errors {}, restarts {}", total(&feed.metrics.watch_errors), total(&feed.metrics.watch_restarts));
 }

@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causeway_kube::{
-    Address, KubeMetrics, OwnedIngresses, Publish, ingress_addresses, run_status_writer,
-};
+use causeway_kube::{Address, KubeMetrics, OwnedIngresses, Publish, ingress_addresses, run_status_writer};
 use causeway_translate::{Kind, ObjectKey};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -27,12 +25,7 @@ fn ingress(name: &str) -> Ingress {
 }
 
 fn owned(names: &[&str]) -> OwnedIngresses {
-    Some(Arc::new(
-        names
-            .iter()
-            .map(|n| ObjectKey::new(Kind::Ingress, "default", *n))
-            .collect::<BTreeSet<_>>(),
-    ))
+    Some(Arc::new(names.iter().map(|n| ObjectKey::new(Kind::Ingress, "default", *n)).collect::<BTreeSet<_>>()))
 }
 
 fn ip(s: &str) -> Address {
@@ -40,18 +33,13 @@ fn ip(s: &str) -> Address {
 }
 
 async fn status_of(api: &Api<Ingress>, name: &str) -> Vec<Address> {
-    api.get(name)
-        .await
-        .map(|i| ingress_addresses(&i))
-        .unwrap_or_default()
+    api.get(name).await.map(|i| ingress_addresses(&i)).unwrap_or_default()
 }
 
 async fn wait_status(api: &Api<Ingress>, name: &str, want: &[Address]) {
-    eventually(
-        &format!("status of {name} to be {want:?}"),
-        DEADLINE,
-        || async { (status_of(api, name).await == want).then_some(()) },
-    )
+    eventually(&format!("status of {name} to be {want:?}"), DEADLINE, || async {
+        (status_of(api, name).await == want).then_some(())
+    })
     .await;
 }
 
@@ -61,14 +49,8 @@ async fn leader_writes_status_and_clears_what_stops_being_ours() {
     let client = cluster.client().await;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
-    ingresses
-        .create(&pp, &ingress("mine"))
-        .await
-        .expect("create Ingress");
-    ingresses
-        .create(&pp, &ingress("foreign"))
-        .await
-        .expect("create Ingress");
+    ingresses.create(&pp, &ingress("mine")).await.expect("create Ingress");
+    ingresses.create(&pp, &ingress("foreign")).await.expect("create Ingress");
 
     let (ours_tx, ours_rx) = watch::channel(owned(&["mine"]));
     let (lead_a, lead_a_rx) = watch::channel(true);
@@ -101,11 +83,7 @@ async fn leader_writes_status_and_clears_what_stops_being_ours() {
     wait_status(&ingresses, "mine", &want_b).await;
     let steady = Instant::now();
     while steady.elapsed() < Duration::from_secs(1) {
-        assert_eq!(
-            status_of(&ingresses, "mine").await,
-            want_b,
-            "a follower wrote status"
-        );
+        assert_eq!(status_of(&ingresses, "mine").await, want_b, "a follower wrote status");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -128,19 +106,10 @@ async fn leader_writes_status_and_clears_what_stops_being_ours() {
     let (_ours_tx, ours_rx) = watch::channel(owned(&["foreign"]));
     let (_lead, lead_rx) = watch::channel(true);
     let publish = Publish::service("default/edge").expect("publish service");
-    let c = tokio::spawn(run_status_writer(
-        client.clone(),
-        publish,
-        lead_rx,
-        ours_rx,
-        metrics.clone(),
-    ));
+    let c = tokio::spawn(run_status_writer(client.clone(), publish, lead_rx, ours_rx, metrics.clone()));
     wait_status(&ingresses, "foreign", &[ip("203.0.113.7")]).await;
     let patch = json!({ "spec": { "externalIPs": ["203.0.113.8"] } });
-    services
-        .patch("edge", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch Service");
+    services.patch("edge", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch Service");
     wait_status(&ingresses, "foreign", &[ip("203.0.113.8")]).await;
     c.abort();
 }

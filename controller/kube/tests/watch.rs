@@ -77,20 +77,14 @@ async fn within_a_second(feed: &Feed, what: &str, check: impl Fn(&Feed) -> bool)
 }
 
 fn endpoints_of_route(feed: &Feed, ingress: &str) -> Option<Vec<String>> {
-    let table = feed.with(|s| route_table(&s.index, &TranslateConfig::default()));
+    let table = route_table(&feed.index().expect("published"), &TranslateConfig::default());
     let want = ObjectRef::new("Ingress", "default", ingress);
     table
         .virtual_hosts
         .iter()
         .flat_map(|vh| vh.routes.iter())
         .find(|r| r.ingress == want)
-        .map(|r| {
-            r.backend
-                .endpoints
-                .iter()
-                .map(|e| e.address.to_string())
-                .collect()
-        })
+        .map(|r| r.backend.endpoints.iter().map(|e| e.address.to_string()).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,114 +100,50 @@ async fn initial_list_then_changes_reach_the_index_within_a_second() {
     let nodes: Api<Node> = Api::all(client.clone());
 
     // Objects that exist before the controller starts arrive in the initial state, before InitDone.
-    classes
-        .create(&pp, &ingress_class())
-        .await
-        .expect("create IngressClass");
-    services
-        .create(&pp, &service("web"))
-        .await
-        .expect("create Service");
+    classes.create(&pp, &ingress_class()).await.expect("create IngressClass");
+    services.create(&pp, &service("web")).await.expect("create Service");
     let feed = Feed::start(client.clone());
     feed.wait_init_done().await;
     feed.with(|s| {
-        let init = s
-            .log
-            .iter()
-            .position(Option::is_none)
-            .expect("InitDone logged");
-        let before: Vec<_> = s.log[..init]
-            .iter()
-            .flatten()
-            .map(|(_, k)| k.clone())
-            .collect();
-        assert!(
-            before.contains(&key(Kind::IngressClass, "", "causeway")),
-            "initial state: {before:?}"
-        );
-        assert!(
-            before.contains(&key(Kind::Service, "default", "web")),
-            "initial state: {before:?}"
-        );
+        let init = s.log.iter().position(Option::is_none).expect("InitDone logged");
+        let before: Vec<_> = s.log[..init].iter().flatten().map(|(_, k)| k.clone()).collect();
+        assert!(before.contains(&key(Kind::IngressClass, "", "causeway")), "initial state: {before:?}");
+        assert!(before.contains(&key(Kind::Service, "default", "web")), "initial state: {before:?}");
     });
     // Slimmed before storing: no managed fields.
     match feed.get(&key(Kind::Service, "default", "web")) {
         Some(KubeObject::Service(svc)) => assert_eq!(svc.metadata.managed_fields, None),
         other => panic!("Service default/web not in the index: {other:?}"),
     }
-    for kind in [
-        "Ingress",
-        "IngressClass",
-        "Service",
-        "EndpointSlice",
-        "Secret",
-        "Node",
-    ] {
-        assert_eq!(
-            feed.metrics.watch_synced.with_label_values(&[kind]).get(),
-            1,
-            "{kind} synced"
-        );
+    for kind in ["Ingress", "IngressClass", "Service", "EndpointSlice", "Secret", "Node"] {
+        assert_eq!(feed.metrics.watch_synced.with_label_values(&[kind]).get(), 1, "{kind} synced");
     }
 
     // Create: EndpointSlice, Ingress (and so a route with the slice's endpoint), Node.
-    slices
-        .create(&pp, &slice("web-1", "web", "10.244.1.5"))
-        .await
-        .expect("create EndpointSlice");
-    within_a_second(&feed, "EndpointSlice created", |f| {
-        f.get(&key(Kind::EndpointSlice, "default", "web-1"))
-            .is_some()
-    })
-    .await;
-    ingresses
-        .create(&pp, &ingress("web", "web.example", "web"))
-        .await
-        .expect("create Ingress");
+    slices.create(&pp, &slice("web-1", "web", "10.244.1.5")).await.expect("create EndpointSlice");
+    within_a_second(&feed, "EndpointSlice created", |f| f.get(&key(Kind::EndpointSlice, "default", "web-1")).is_some())
+        .await;
+    ingresses.create(&pp, &ingress("web", "web.example", "web")).await.expect("create Ingress");
     within_a_second(&feed, "route of the new Ingress", |f| {
         endpoints_of_route(f, "web") == Some(vec!["10.244.1.5:8080".to_owned()])
     })
     .await;
     nodes
-        .create(
-            &pp,
-            &obj(
-                json!({ "metadata": { "name": "node-a" }, "spec": { "podCIDR": "10.244.1.0/24" } }),
-            ),
-        )
+        .create(&pp, &obj(json!({ "metadata": { "name": "node-a" }, "spec": { "podCIDR": "10.244.1.0/24" } })))
         .await
         .expect("create Node");
-    within_a_second(&feed, "Node created", |f| {
-        f.get(&key(Kind::Node, "", "node-a")).is_some()
-    })
-    .await;
+    within_a_second(&feed, "Node created", |f| f.get(&key(Kind::Node, "", "node-a")).is_some()).await;
 
     // Secrets: only kubernetes.io/tls ones. The Opaque one is created first; the TLS one arriving later proves
     // the Opaque one was filtered out rather than still on its way.
-    secrets
-        .create(&pp, &secret("opaque", "Opaque"))
-        .await
-        .expect("create Opaque Secret");
-    secrets
-        .create(&pp, &secret("web-tls", "kubernetes.io/tls"))
-        .await
-        .expect("create TLS Secret");
-    within_a_second(&feed, "TLS Secret created", |f| {
-        f.get(&key(Kind::Secret, "default", "web-tls")).is_some()
-    })
-    .await;
-    assert!(
-        feed.get(&key(Kind::Secret, "default", "opaque")).is_none(),
-        "an Opaque Secret reached the index"
-    );
+    secrets.create(&pp, &secret("opaque", "Opaque")).await.expect("create Opaque Secret");
+    secrets.create(&pp, &secret("web-tls", "kubernetes.io/tls")).await.expect("create TLS Secret");
+    within_a_second(&feed, "TLS Secret created", |f| f.get(&key(Kind::Secret, "default", "web-tls")).is_some()).await;
+    assert!(feed.get(&key(Kind::Secret, "default", "opaque")).is_none(), "an Opaque Secret reached the index");
 
     // Update: new endpoints in the slice move the route.
-    let patch =
-        json!({ "endpoints": [{ "addresses": ["10.244.1.6"], "conditions": { "ready": true } }] });
-    slices
-        .patch("web-1", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch EndpointSlice");
+    let patch = json!({ "endpoints": [{ "addresses": ["10.244.1.6"], "conditions": { "ready": true } }] });
+    slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch EndpointSlice");
     within_a_second(&feed, "route follows the updated slice", |f| {
         endpoints_of_route(f, "web") == Some(vec!["10.244.1.6:8080".to_owned()])
     })
@@ -222,50 +152,22 @@ async fn initial_list_then_changes_reach_the_index_within_a_second() {
     let patch = json!({ "spec": { "rules": [{ "host": "moved.example", "http": { "paths": [{
         "path": "/", "pathType": "Prefix",
         "backend": { "service": { "name": "web", "port": { "number": 80 } } } }] } }] } });
-    ingresses
-        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch Ingress");
+    ingresses.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch Ingress");
     within_a_second(&feed, "Ingress update", |f| {
-        let table = f.with(|s| route_table(&s.index, &TranslateConfig::default()));
-        let hosts: Vec<String> = table
-            .virtual_hosts
-            .iter()
-            .map(|vh| vh.host.to_string())
-            .collect();
+        let table = route_table(&f.index().expect("published"), &TranslateConfig::default());
+        let hosts: Vec<String> = table.virtual_hosts.iter().map(|vh| vh.host.to_string()).collect();
         hosts == vec!["moved.example".to_owned()]
     })
     .await;
 
     // Delete: the slice (route keeps, without endpoints), then the Ingress (route gone), Service and Secret.
-    slices
-        .delete("web-1", &DeleteParams::default())
-        .await
-        .expect("delete EndpointSlice");
-    within_a_second(&feed, "route without endpoints", |f| {
-        endpoints_of_route(f, "web") == Some(vec![])
-    })
-    .await;
-    ingresses
-        .delete("web", &DeleteParams::default())
-        .await
-        .expect("delete Ingress");
-    within_a_second(&feed, "route removed", |f| {
-        endpoints_of_route(f, "web").is_none()
-    })
-    .await;
-    services
-        .delete("web", &DeleteParams::default())
-        .await
-        .expect("delete Service");
-    secrets
-        .delete("web-tls", &DeleteParams::default())
-        .await
-        .expect("delete Secret");
-    nodes
-        .delete("node-a", &DeleteParams::default())
-        .await
-        .expect("delete Node");
+    slices.delete("web-1", &DeleteParams::default()).await.expect("delete EndpointSlice");
+    within_a_second(&feed, "route without endpoints", |f| endpoints_of_route(f, "web") == Some(vec![])).await;
+    ingresses.delete("web", &DeleteParams::default()).await.expect("delete Ingress");
+    within_a_second(&feed, "route removed", |f| endpoints_of_route(f, "web").is_none()).await;
+    services.delete("web", &DeleteParams::default()).await.expect("delete Service");
+    secrets.delete("web-tls", &DeleteParams::default()).await.expect("delete Secret");
+    nodes.delete("node-a", &DeleteParams::default()).await.expect("delete Node");
     within_a_second(&feed, "Service, Secret and Node deleted", |f| {
         f.get(&key(Kind::Service, "default", "web")).is_none()
             && f.get(&key(Kind::Secret, "default", "web-tls")).is_none()

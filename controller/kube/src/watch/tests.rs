@@ -16,11 +16,7 @@ fn mk_service(name: &str, rv: &str) -> KubeObject {
 
 fn mk_node(name: &str, rv: &str) -> KubeObject {
     KubeObject::from(Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            resource_version: Some(rv.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), resource_version: Some(rv.into()), ..ObjectMeta::default() },
         ..Node::default()
     })
 }
@@ -43,39 +39,21 @@ fn list(t: &mut Tracker, kind: Kind, objs: &[KubeObject]) -> Vec<Change> {
 fn nothing_is_emitted_until_every_kind_has_listed() {
     let mut t = Tracker::new(&[Kind::Service, Kind::Node]);
     let a = mk_service("a", "1");
-    assert_eq!(
-        list(&mut t, Kind::Service, std::slice::from_ref(&a)),
-        vec![]
-    );
+    assert_eq!(list(&mut t, Kind::Service, std::slice::from_ref(&a)), vec![]);
     assert!(!t.initialized());
     // A change of an already listed kind is held back too.
     let a2 = mk_service("a", "2");
-    assert_eq!(
-        t.on_event(Kind::Service, Event::Apply(a2.clone())).0,
-        vec![]
-    );
+    assert_eq!(t.on_event(Kind::Service, Event::Apply(a2.clone())).0, vec![]);
     let n = mk_node("n1", "3");
     let out = list(&mut t, Kind::Node, std::slice::from_ref(&n));
-    assert_eq!(
-        out,
-        vec![
-            Change::Apply(a),
-            Change::Apply(a2),
-            Change::Apply(n),
-            Change::InitDone
-        ]
-    );
+    assert_eq!(out, vec![Change::Apply(a), Change::Apply(a2), Change::Apply(n), Change::InitDone]);
     assert!(t.initialized());
 }
 
 #[test]
 fn relist_emits_only_the_difference() {
     let mut t = Tracker::new(&[Kind::Service]);
-    let (a, b, c) = (
-        mk_service("a", "1"),
-        mk_service("b", "2"),
-        mk_service("c", "3"),
-    );
+    let (a, b, c) = (mk_service("a", "1"), mk_service("b", "2"), mk_service("c", "3"));
     let out = list(&mut t, Kind::Service, &[a.clone(), b.clone(), c.clone()]);
     assert_eq!(out.len(), 4);
 
@@ -91,10 +69,7 @@ fn relist_emits_only_the_difference() {
     }
     assert_eq!(out, vec![], "a list in progress emits nothing");
     let out = t.on_event(Kind::Service, Event::InitDone).0;
-    assert_eq!(
-        out,
-        vec![Change::Apply(b2), Change::Apply(d), Change::Delete(key(&c))]
-    );
+    assert_eq!(out, vec![Change::Apply(b2), Change::Apply(d), Change::Delete(key(&c))]);
 }
 
 #[test]
@@ -103,15 +78,9 @@ fn first_list_is_not_a_restart_and_repeated_applies_are_dropped() {
     assert!(!t.on_event(Kind::Service, Event::Init).1);
     t.on_event(Kind::Service, Event::InitDone);
     let a = mk_service("a", "5");
-    assert_eq!(
-        t.on_event(Kind::Service, Event::Apply(a.clone())).0,
-        vec![Change::Apply(a.clone())]
-    );
+    assert_eq!(t.on_event(Kind::Service, Event::Apply(a.clone())).0, vec![Change::Apply(a.clone())]);
     assert_eq!(t.on_event(Kind::Service, Event::Apply(a.clone())).0, vec![]);
-    assert_eq!(
-        t.on_event(Kind::Service, Event::Delete(a.clone())).0,
-        vec![Change::Delete(key(&a))]
-    );
+    assert_eq!(t.on_event(Kind::Service, Event::Delete(a.clone())).0, vec![Change::Delete(key(&a))]);
 }
 
 #[test]
@@ -137,10 +106,7 @@ fn slimming_drops_managed_fields_and_last_applied() {
     };
     svc.slim();
     assert_eq!(svc.metadata.managed_fields, None);
-    assert_eq!(
-        svc.metadata.annotations,
-        Some(BTreeMap::from([("keep".to_owned(), "me".to_owned())]))
-    );
+    assert_eq!(svc.metadata.annotations, Some(BTreeMap::from([("keep".to_owned(), "me".to_owned())])));
 
     let mut node = Node {
         metadata: ObjectMeta {
@@ -162,11 +128,8 @@ fn slimming_drops_managed_fields_and_last_applied() {
 fn required_access_covers_list_and_watch_of_every_kind() {
     let needed = required_access();
     assert_eq!(needed.len(), 12);
-    assert!(needed.iter().any(|a| a.verb == "watch"
-        && a.resource == "endpointslices"
-        && a.group == "discovery.k8s.io"));
-    assert_eq!(
-        needed[0].to_string(),
-        "list ingressclasses (API group networking.k8s.io) in all namespaces"
+    assert!(
+        needed.iter().any(|a| a.verb == "watch" && a.resource == "endpointslices" && a.group == "discovery.k8s.io")
     );
+    assert_eq!(needed[0].to_string(), "list ingressclasses (API group networking.k8s.io) in all namespaces");
 }

@@ -38,27 +38,14 @@ impl TestCluster {
     /// Starts etcd and kube-apiserver. Fails the test, naming `tests/cluster/build.sh`, when the binaries are
     /// missing.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("causeway-cluster-")
-            .tempdir()
-            .expect("temporary directory");
-        let path = dir
-            .path()
-            .to_str()
-            .expect("UTF-8 temporary path")
-            .to_owned();
+        let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
+        let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
         let out = run_script(&["start.sh", &path]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() == Some(3) {
-            panic!(
-                "kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}"
-            );
+            panic!("kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}");
         }
-        assert!(
-            out.status.success(),
-            "tests/cluster/start.sh failed ({}):\n{stderr}",
-            out.status
-        );
+        assert!(out.status.success(), "tests/cluster/start.sh failed ({}):\n{stderr}", out.status);
         let env = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -88,21 +75,13 @@ impl TestCluster {
     /// Stops only the API server (etcd keeps the data), as an outage would.
     pub fn stop_apiserver(&self) {
         let out = run_script(&["stop.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(
-            out.status.success(),
-            "stop.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Starts the API server again on the same port, and waits until it is ready.
     pub fn start_apiserver(&self) {
         let out = run_script(&["start.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(
-            out.status.success(),
-            "start.sh --only apiserver failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "start.sh --only apiserver failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -113,10 +92,7 @@ impl Drop for TestCluster {
             eprintln!("stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if std::env::var_os("CAUSEWAY_KEEP_CLUSTER_DIR").is_some() {
-            let kept = std::mem::replace(
-                &mut self.dir,
-                tempfile::tempdir().expect("temporary directory"),
-            );
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
             eprintln!("cluster directory kept: {}", kept.keep().display());
         }
     }
@@ -124,9 +100,8 @@ impl Drop for TestCluster {
 
 pub async fn client_from(kubeconfig: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig written by start.sh");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client configuration");
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client configuration");
     Client::try_from(config).expect("client")
 }
 
@@ -141,10 +116,7 @@ where
         if let Some(v) = check().await {
             return (v, start.elapsed());
         }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -153,29 +125,27 @@ where
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
-use causeway_kube::{KubeMetrics, watch_cluster};
+use causeway_kube::{CLUSTER_SOURCE, KubeMetrics, watch_cluster};
+use causeway_source::{IndexFeed, IndexSnapshot, SourceEvent};
 use causeway_translate::{Index, KubeObject, ObjectKey};
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
 
 /// What the feed has seen so far.
 #[derive(Default)]
 pub struct FeedState {
-    pub index: Index,
-    /// Whether `InitDone` arrived.
-    pub init_done: bool,
     /// Keys of every Apply and Delete, in order (`true` = Apply), with `None` marking InitDone.
     pub log: Vec<Option<(bool, ObjectKey)>>,
     /// How watch_cluster ended, if it did.
     pub ended: Option<String>,
 }
 
-/// `watch_cluster` running into an [`Index`].
+/// `watch_cluster` feeding the source crate's [`IndexFeed`], whose published snapshots the tests read.
 pub struct Feed {
     pub state: Arc<Mutex<FeedState>>,
+    pub snapshots: watch::Receiver<IndexSnapshot>,
     pub metrics: KubeMetrics,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Feed {
@@ -183,45 +153,57 @@ impl Feed {
         let metrics = KubeMetrics::unregistered().expect("metrics");
         let state = Arc::new(Mutex::new(FeedState::default()));
         let (tx, mut rx) = mpsc::channel(64);
+        let (tap_tx, tap_rx) = mpsc::channel(64);
+        let (snapshots, feed_task) = IndexFeed::spawn([CLUSTER_SOURCE], tap_rx);
+
         let watch_metrics = metrics.clone();
         let ended = state.clone();
-        let watch = tokio::spawn(async move {
+        let watch_task = tokio::spawn(async move {
             let result = watch_cluster(client, tx, watch_metrics).await;
             ended.lock().ended = Some(match result {
                 Ok(()) => "ended".to_owned(),
                 Err(e) => e.to_string(),
             });
         });
-        let fed = state.clone();
-        let task = tokio::spawn(async move {
+        // A tap between the source and the feed that logs what went through.
+        let logged = state.clone();
+        let tap_task = tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                let mut s = fed.lock();
-                apply_event(&mut s, event);
+                let entry = match &event {
+                    SourceEvent::Apply(obj) => Some(Some((true, obj.key()))),
+                    SourceEvent::Delete(key) => Some(Some((false, key.clone()))),
+                    SourceEvent::InitDone { .. } => Some(None),
+                    SourceEvent::Diagnostics { .. } => None,
+                };
+                if let Some(entry) = entry {
+                    logged.lock().log.push(entry);
+                }
+                if tap_tx.send(event).await.is_err() {
+                    return;
+                }
             }
-            let _ = watch.await;
         });
-        Self {
-            state,
-            metrics,
-            task,
-        }
+        Self { state, snapshots, metrics, tasks: vec![watch_task, tap_task, feed_task] }
     }
 
-    /// Runs `f` on the current state.
+    /// Runs `f` on the log.
     pub fn with<T>(&self, f: impl FnOnce(&FeedState) -> T) -> T {
         f(&self.state.lock())
     }
 
+    /// The latest published index; `None` before the source's InitDone.
+    pub fn index(&self) -> Option<Arc<Index>> {
+        self.snapshots.borrow().clone()
+    }
+
     pub fn get(&self, key: &ObjectKey) -> Option<KubeObject> {
-        self.with(|s| s.index.get(key))
+        self.index().and_then(|i| i.get(key))
     }
 
     pub async fn wait_init_done(&self) {
-        eventually("InitDone from watch_cluster", DEADLINE, || async {
-            self.with(|s| {
-                assert!(s.ended.is_none(), "watch_cluster ended: {:?}", s.ended);
-                s.init_done.then_some(())
-            })
+        eventually("the first index snapshot (InitDone from watch_cluster)", DEADLINE, || async {
+            self.with(|s| assert!(s.ended.is_none(), "watch_cluster ended: {:?}", s.ended));
+            self.index().map(|_| ())
         })
         .await;
     }
@@ -229,23 +211,8 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn apply_event(s: &mut FeedState, event: causeway_kube::SourceEvent) {
-    match event {
-        causeway_kube::SourceEvent::Apply(obj) => {
-            s.log.push(Some((true, obj.key())));
-            s.index.apply(obj);
-        }
-        causeway_kube::SourceEvent::Delete(key) => {
-            s.index.delete(&key);
-            s.log.push(Some((false, key)));
-        }
-        causeway_kube::SourceEvent::InitDone => {
-            s.init_done = true;
-            s.log.push(None);
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
