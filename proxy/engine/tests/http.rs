@@ -108,6 +108,30 @@ async fn response_header_timeout_gives_504() {
 }
 
 #[tokio::test]
+async fn connect_timeout_gives_504() {
+    // A listener that never accepts, with its accept queue filled: further SYNs go unanswered.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let black_hole = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(black_hole)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    let mut config = local_config();
+    config.timeouts.connect = Duration::from_millis(200);
+    let proxy = start_proxy(config).await;
+    proxy.handle.store(table(vec![vhost("*", vec![mk_route(PathMatch::prefix("/"), "hole", &[black_hole])])]));
+    let started = std::time::Instant::now();
+    assert_eq!(get(proxy.http, "a.test", "/").await.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(socket);
+}
+
+#[tokio::test]
 async fn oversized_headers_get_431_and_malformed_requests_get_400() {
     let b = echo_backend("b").await;
     let mut config = local_config();
