@@ -525,11 +525,6 @@ impl Cluster {
         sys::ip_in(self.node_ns(i), &["-4", "route", "show"])
     }
 
-    /// Runs an arbitrary command inside namespace `ns` (for assertions on links and addresses).
-    pub fn run_in(&self, ns: &str, program: &str, args: &[&str]) -> Result<String> {
-        sys::run(sys::in_ns(ns, program).args(args))
-    }
-
     /// Veths in any of this cluster's namespaces whose peer is not in one of this cluster's namespaces (a peer
     /// in the root namespace, which has no name, shows as `link-netnsid N`). Empty when the test network is
     /// closed.
@@ -548,11 +543,6 @@ impl Cluster {
             );
         }
         Ok(bad)
-    }
-
-    /// The underlay namespace's name.
-    pub fn underlay_ns(&self) -> &str {
-        &self.underlay.name
     }
 }
 

@@ -20,6 +20,9 @@ use crate::sys;
 /// The highest spec version this "runtime" implements (libcni 1.3).
 const RUNTIME_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
+/// How long one plugin call may take (containerd's CNI calls are bounded by the CRI request deadline).
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A loaded network configuration list.
 #[derive(Debug, Clone)]
 pub struct NetworkList {
@@ -165,7 +168,22 @@ impl Invocation<'_> {
         if let Some(mut input) = child.stdin.take() {
             input.write_all(stdin.to_string().as_bytes()).map_err(|e| fail(format!("writing stdin: {e}")))?;
         }
-        let out = child.wait_with_output().map_err(|e| fail(format!("waiting: {e}")))?;
+        // A plugin that hangs (a lock never released) must fail the check, not hang the suite: wait on another
+        // thread and kill the plugin by PID after the deadline.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+            Ok(r) => r.map_err(|e| fail(format!("waiting: {e}")))?,
+            Err(_) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(fail(format!("{plugin_type} did not finish within {PLUGIN_TIMEOUT:?}; killed")));
+            }
+        };
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if !out.status.success() {
