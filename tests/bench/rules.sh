@@ -34,7 +34,7 @@ trap cleanup EXIT
 
 get() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
 
-printf '%-7s %6s %10s %12s %14s %12s %16s %14s\n' backend svcs render_ms full_sync_ms one_change_ms one_add_ms kp_style_chg_ms plain_full_ms
+printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s\n' backend svcs render_ms full_sync_ms one_change_ms one_add_ms kp_style_chg_ms plain_full_ms chg_render_ms
 for backend in $BACKENDS; do
     restore="iptables-$backend-restore"
     save="iptables-$backend-save"
@@ -48,10 +48,10 @@ for backend in $BACKENDS; do
         ip netns exec "$NS_B" "$restore" --noflush -w 5 <"$TMP/full.rules"
         end=$(date +%s.%N)
         plain=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", (b - a) * 1000 }')
-        printf '%-7s %6s %10s %12s %14s %12s %16s %14s\n' "$backend" "$n" \
+        printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s\n' "$backend" "$n" \
             "$(get render_full_ms "$out")" "$(get agent_full_sync_ms "$out")" \
             "$(get agent_one_service_change_ms "$out")" "$(get agent_one_service_add_ms "$out")" \
-            "$(get kube_proxy_style_one_service_change_ms "$out")" "$plain"
+            "$(get kube_proxy_style_one_service_change_ms "$out")" "$plain" "$(get partial_render_ms "$out")"
         ip netns del "$NS_A"
         ip netns del "$NS_B"
     done

@@ -95,6 +95,10 @@ fn main() -> anyhow::Result<()> {
     t2.ports[mid].name = t.ports[mid].name.clone();
     t2.ports[mid].cluster_ips = t.ports[mid].cluster_ips.clone();
     let t0 = Instant::now();
+    let (inc, _) = causeway_rules::build_ruleset_incremental(&t2, &ctx, Some(&rs));
+    let partial = causeway_rules::render_partial(&rs, &inc);
+    println!("partial_render_ms={} partial_lines={}", ms(t0), partial.text.lines().count());
+    let t0 = Instant::now();
     let r = syncer.sync(&t2, &ctx)?;
     println!("agent_one_service_change_ms={} kind={} rules_written={}", ms(t0), r.kind.as_str(), r.rules_written);
 

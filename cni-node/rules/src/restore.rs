@@ -53,16 +53,25 @@ impl Restore {
 struct Writer {
     out: Restore,
     owner_idx: BTreeMap<ServicePortName, u32>,
+    last: Option<(ServicePortName, u32)>,
 }
 
 impl Writer {
     fn line(&mut self, owner: Option<&ServicePortName>, text: &str) {
         let idx = owner.map(|o| {
+            // Consecutive lines usually share an owner: avoid a map lookup (and a clone) per line.
+            if let Some((last, i)) = &self.last
+                && last == o
+            {
+                return *i;
+            }
             let next = self.out.owners.len() as u32;
-            *self.owner_idx.entry(o.clone()).or_insert_with(|| {
+            let i = *self.owner_idx.entry(o.clone()).or_insert_with(|| {
                 self.out.owners.push(o.clone());
                 next
-            })
+            });
+            self.last = Some((o.clone(), i));
+            i
         });
         self.out.text.push_str(text);
         self.out.text.push('\n');
