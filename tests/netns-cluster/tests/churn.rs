@@ -428,15 +428,28 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
             return Err(Error::check(format!("causeway-node on {} exited on a half-written file: {status}", n.name)));
         }
     }
-    // Each watcher reports the bad file by name (design §4: "reported by name and skipped").
-    let mut logs: Vec<(String, std::path::PathBuf)> =
-        c.nodes.iter().map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone())).collect();
+    // Each watcher reports the bad file by name (design §4: "reported by name and skipped"; invariant 3: a
+    // log line and a metric). For an agent that does not log it, its diagnostics gauge is quoted, to tell
+    // "counted but not named" from "not seen".
+    let mut logs: Vec<(String, std::path::PathBuf, Option<String>)> = c
+        .nodes
+        .iter()
+        .map(|n| (format!("causeway-node on {}", n.name), n.agent_log.clone(), Some(n.ns.name.clone())))
+        .collect();
     if let Some(p) = c.proxy.as_ref() {
-        logs.push(("causeway run".into(), p.log.clone()));
+        logs.push(("causeway run".into(), p.log.clone(), None));
     }
-    for (who, log) in &logs {
+    for (who, log, agent_ns) in &logs {
         if !std::fs::read_to_string(log).unwrap_or_default().contains(file) {
-            problems.push(format!("{who} did not report the half-written {file} in its log"));
+            let gauge = agent_ns
+                .as_ref()
+                .and_then(|ns| {
+                    c.probe.get_raw(ns, SocketAddr::V4(AGENT_ADMIN), "/metrics", Duration::from_secs(1)).ok()
+                })
+                .and_then(|m| m.lines().find(|l| l.starts_with("causeway_node_diagnostics ")).map(str::to_string))
+                .map(|g| format!(" (its metrics say: {g})"))
+                .unwrap_or_default();
+            problems.push(format!("{who} did not report the half-written {file} in its log{gauge}"));
         }
     }
     // Completing the file applies it.
