@@ -16,6 +16,7 @@
 //! bad input), one cluster each, each check a named step reported on its own.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bins;
 pub mod cluster;
