@@ -38,7 +38,10 @@ case "$ONLY" in
         stop apiserver
         stop etcd
         # The watchdog's command line names DIR too; stopping it last lets a watchdog-initiated stop finish.
-        if [ -f "$DIR/watchdog.pid" ] && [ "$(cat "$DIR/watchdog.pid")" != "$$" ]; then
+        if [ -f "$DIR/watchdog.pid" ] && [ "$(cat "$DIR/watchdog.pid")" = "$$" ]; then
+            # We are the watchdog, stopping the cluster because its owner exited.
+            rm -f "$DIR/watchdog.pid"
+        elif [ -f "$DIR/watchdog.pid" ]; then
             wd="$(cat "$DIR/watchdog.pid")"
             rm -f "$DIR/watchdog.pid"
             if kill -0 "$wd" 2>/dev/null && grep -qa -- "$DIR" "/proc/$wd/cmdline" 2>/dev/null; then

@@ -88,3 +88,26 @@ impl KubeMetrics {
 pub(crate) fn result_label<T, E>(result: &std::result::Result<T, E>) -> &'static str {
     if result.is_ok() { "ok" } else { "error" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_prefixed_and_registers_once() {
+        let registry = Registry::new();
+        let metrics = KubeMetrics::register(&registry).expect("first registration");
+        metrics.watch_errors.with_label_values(&["Ingress"]).inc();
+        metrics.watch_restarts.with_label_values(&["Ingress"]).inc();
+        metrics.watch_synced.with_label_values(&["Ingress"]).set(1);
+        metrics.leader_transitions.with_label_values(&["acquired"]).inc();
+        metrics.status_updates.with_label_values(&["ok"]).inc();
+        metrics.events.with_label_values(&["ok"]).inc();
+        let names: Vec<String> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
+        assert_eq!(names.len(), 7, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("causeway_")), "{names:?}");
+        assert!(names.contains(&"causeway_kube_watch_errors_total".to_owned()));
+        // A second registration in the same registry is a clear error, not a panic.
+        assert!(matches!(KubeMetrics::register(&registry), Err(Error::Metrics(_))));
+    }
+}
