@@ -136,11 +136,26 @@ pub struct Cluster {
     pub extra: Vec<Proc>,
     underlay: Netns,
     next_pod: usize,
+    options: Options,
+}
+
+/// Extra settings of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Appended to every `causeway-node` command line.
+    pub agent_args: Vec<String>,
+    /// Appended to the `causeway run` command line.
+    pub proxy_args: Vec<String>,
 }
 
 impl Cluster {
     /// Builds the whole cluster and starts every process. `probe` is the `cw-netns-probe` binary.
     pub fn start(probe: &Path) -> Result<Self> {
+        Self::start_with(probe, Options::default())
+    }
+
+    /// [`Cluster::start`] with extra flags for the components (for suites of features behind a flag).
+    pub fn start_with(probe: &Path, options: Options) -> Result<Self> {
         sys::require_root()?;
         let bins = Bins::locate(&Bins::default_dir()?)?;
         let tmp = std::env::temp_dir();
@@ -204,6 +219,7 @@ impl Cluster {
             extra: Vec::new(),
             underlay,
             next_pod: 0,
+            options,
         };
         cluster.write_base_objects()?;
         for i in 0..NODES {
@@ -243,7 +259,8 @@ impl Cluster {
             .arg("--service-cidr")
             .arg(SERVICE_CIDR)
             .arg("--admin-addr")
-            .arg(AGENT_ADMIN.to_string());
+            .arg(AGENT_ADMIN.to_string())
+            .args(&self.options.agent_args);
         let proc = Proc::spawn(format!("causeway-node on {}", n.name), cmd, &n.agent_log)?;
         self.nodes[i].agent = Some(proc);
         Ok(())
@@ -269,7 +286,8 @@ impl Cluster {
             .arg("--admin-addr")
             .arg(PROXY_ADMIN.to_string())
             .arg("--publish-address")
-            .arg(n.ip.to_string());
+            .arg(n.ip.to_string())
+            .args(&self.options.proxy_args);
         self.proxy = Some(Proc::spawn("causeway run on node1", cmd, &self.dir.join("proxy.log"))?);
         Ok(())
     }

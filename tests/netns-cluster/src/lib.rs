@@ -31,7 +31,7 @@ pub mod sys;
 pub mod tls;
 pub mod yaml;
 
-pub use cluster::{Cluster, PodSpec};
+pub use cluster::{Cluster, Options, PodSpec};
 pub use error::{Error, Result};
 pub use objects::{Svc, SvcPort};
 pub use suite::Suite;
