@@ -8,6 +8,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use causeway_kube::{LeaseConfig, Publish, check_access, event_required_access, watch_required_access};
+use kube::Config;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use support::TestCluster;
 
 fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> (bool, String) {
@@ -55,4 +58,40 @@ fn manifests_pass_server_side_dry_run() {
     let (ok, out) = kubectl(&cluster, &["apply", "-k", dir, "--dry-run=server"], None);
     assert!(ok, "kubectl apply -k manifests/ --dry-run=server failed:\n{out}");
     eprintln!("{out}");
+}
+
+/// The RBAC in `manifests/controller-rbac.yaml` grants the controller's service account every permission
+/// causeway-kube asks for at start-up, checked by impersonating that service account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_rbac_grants_what_the_controller_checks() {
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests");
+    let cluster = TestCluster::start();
+    for file in ["namespace.yaml", "controller-rbac.yaml"] {
+        let path = manifests.join(file);
+        let (ok, out) = kubectl(&cluster, &["apply", "-f", path.to_str().expect("UTF-8 path")], None);
+        assert!(ok, "applying manifests/{file} failed:\n{out}");
+    }
+
+    let kubeconfig = Kubeconfig::read_from(&cluster.env["KUBECONFIG"]).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    config.auth_info.impersonate = Some("system:serviceaccount:causeway-system:causeway".to_owned());
+    let client = kube::Client::try_from(config).expect("client");
+
+    let mut needed = watch_required_access();
+    needed.extend(LeaseConfig::new("causeway-system", "causeway", "replica").required_access());
+    needed.extend(Publish::Addresses(Vec::new()).required_access());
+    needed.extend(Publish::service("causeway-system/causeway").expect("publish service").required_access());
+    needed.extend(event_required_access());
+    // RBAC bindings take effect shortly after they are created: poll until they do; at the deadline, the
+    // error names every missing permission.
+    let start = std::time::Instant::now();
+    loop {
+        match check_access(&client, &needed).await {
+            Ok(()) => break,
+            Err(error) if start.elapsed() > support::DEADLINE => {
+                panic!("manifests/controller-rbac.yaml is missing permissions: {error}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }
