@@ -176,10 +176,9 @@ pub(crate) fn plan(
     written_by_us: &HashSet<ObjectKey>,
 ) -> Vec<(ObjectKey, Vec<Address>)> {
     let mut writes = Vec::new();
-    let mut keys: Vec<&ObjectKey> = current.keys().collect();
-    keys.sort();
-    for key in keys {
-        let now = &current[key];
+    let mut entries: Vec<(&ObjectKey, &Vec<Address>)> = current.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, now) in entries {
         if ours.contains(key) {
             if now.as_slice() != desired {
                 writes.push((key.clone(), desired.to_vec()));
