@@ -357,7 +357,14 @@ impl Cluster {
                 }
             }
         };
-        let ip = cni::pod_ip(&result, "eth0", &path)?;
+        let ip = match cni::pod_ip(&result, "eth0", &path) {
+            Ok(ip) => ip,
+            Err(e) => {
+                // containerd rejects the result and tears the sandbox down with DEL.
+                let _ = self.invocation(node, &container_id, &path, name, &spec.host_ports).del(&net, Some(&result));
+                return Err(e);
+            }
+        };
         let mut pod = Pod {
             name: name.into(),
             node,
