@@ -1,5 +1,6 @@
 //! The proxy engine alone, for benchmarking and profiling without the controller:
-//! `bench_proxy LISTEN_ADDR BACKEND_ADDR [WORKER_THREADS]` routes every request to BACKEND_ADDR.
+//! `bench_proxy LISTEN_ADDR BACKEND_ADDR [WORKER_THREADS]` routes every request to BACKEND_ADDR (0 worker
+//! threads: a current-thread runtime).
 //! `tests/bench/l7.sh` uses it when `CAUSEWAY_ENGINE_ONLY=1`.
 
 use causeway_model::{
@@ -13,7 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = args.next().ok_or(usage)?.parse()?;
     let backend = args.next().ok_or(usage)?.parse()?;
     let workers: usize = args.next().map(|w| w.parse()).transpose()?.unwrap_or(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    // 0 worker threads: a current-thread runtime (everything on the main thread).
+    let runtime = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
+    };
     runtime.block_on(async move {
         let config = ProxyConfig { http_addr: listen, https_addr: "127.0.0.1:0".parse()?, ..ProxyConfig::default() };
         let proxy = Proxy::bind(config, &prometheus::Registry::new()).await?;
