@@ -137,6 +137,17 @@ pub struct Cluster {
     underlay: Netns,
     next_pod: usize,
     options: Options,
+    _scratch: Scratch,
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Extra settings of a cluster.
@@ -164,6 +175,8 @@ impl Cluster {
         let dir = tmp.join(&run);
         let _ = std::fs::remove_dir_all(&dir);
         cni::ensure_dir(&dir)?;
+        // Removes the directory if anything below fails before the cluster (whose Drop removes it) exists.
+        let scratch = Scratch(dir.clone());
         let manifests = ManifestDir::create(&dir.join("manifests"))?;
 
         // The underlay: a bridge that exists only inside its own namespace.
@@ -220,6 +233,7 @@ impl Cluster {
             underlay,
             next_pod: 0,
             options,
+            _scratch: scratch,
         };
         cluster.write_base_objects()?;
         for i in 0..NODES {
