@@ -1,0 +1,216 @@
+//! The announcer in network namespaces: two nodes and an observer on one bridge (in a hub namespace).
+//!
+//! Namespaces are named `cwl<role><n>_<pid>` (≤ 15 characters) and deleted on drop even when a test fails. The
+//! root namespace is never connected: every link is created inside a lab namespace (`ip -n`), and traffic stays
+//! on the lab bridge.
+
+use causeway_announce::{Announcer, GarpConfig};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+const VIP: &str = "10.77.0.200";
+const MAC_A: &str = "02:00:00:77:00:0a";
+const MAC_B: &str = "02:00:00:77:00:0b";
+
+fn require_root() {
+    let ok = nix::unistd::Uid::effective().is_root()
+        && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "these tests need root and iproute2 (CI runs them as root)");
+}
+
+/// Runs a command, returning (success, stdout+stderr).
+fn try_sh(args: &[&str]) -> (bool, String) {
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let (ok, out) = try_sh(args);
+    assert!(ok, "{args:?} failed: {out}");
+    out
+}
+
+/// Hub (bridge), node a, node b, observer.
+struct Lab {
+    hub: String,
+    a: String,
+    b: String,
+    obs: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b, &self.obs, &self.hub] {
+            let _ = try_sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Self {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let name = |role: char| format!("cwl{role}{n}_{pid}");
+        let lab = Lab { hub: name('h'), a: name('a'), b: name('b'), obs: name('o') };
+        for ns in [&lab.hub, &lab.a, &lab.b, &lab.obs] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
+        for (ns, port, addr, mac) in [
+            (&lab.a, "va", "10.77.0.1/24", MAC_A),
+            (&lab.b, "vb", "10.77.0.2/24", MAC_B),
+            (&lab.obs, "vo", "10.77.0.100/24", "02:00:00:77:00:64"),
+        ] {
+            sh(&["ip", "-n", &lab.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+            sh(&["ip", "-n", &lab.hub, "link", "set", port, "master", "br0", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        }
+        lab
+    }
+
+    fn ping_vip(&self) -> bool {
+        try_sh(&["ip", "netns", "exec", &self.obs, "ping", "-c", "1", "-W", "1", VIP]).0
+    }
+
+    fn neighbour(&self) -> String {
+        sh(&["ip", "-n", &self.obs, "neigh", "show", VIP])
+    }
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`; sockets opened there stay bound to it.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+fn announcer(ns: &str) -> Announcer {
+    let garp = GarpConfig { count: 3, interval: Duration::from_millis(100) };
+    in_ns(ns, move || Announcer::new("eth0", garp)).expect("announcer")
+}
+
+fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
+    ips.iter().map(|s| s.parse().expect("address")).collect()
+}
+
+fn vip() -> std::net::Ipv4Addr {
+    VIP.parse().expect("vip")
+}
+
+#[test]
+fn announced_address_is_reachable_and_only_ours_are_removed() {
+    let lab = Lab::new();
+    assert!(!lab.ping_vip(), "nobody holds the address yet");
+
+    let mut a = announcer(&lab.a);
+    let report = a.sync(&set(&[VIP]), Instant::now()).expect("sync");
+    assert_eq!(report.added, [vip()]);
+    assert!(report.removed.is_empty() && report.garp_failed.is_empty(), "{report:?}");
+    let shown = sh(&["ip", "-n", &lab.a, "addr", "show", "dev", "eth0"]);
+    assert!(shown.contains("10.77.0.200/32"), "{shown}");
+    assert!(lab.ping_vip(), "the observer reaches the announced address");
+
+    // Idempotent.
+    let again = a.sync(&set(&[VIP]), Instant::now()).expect("sync");
+    assert!(again.added.is_empty() && again.removed.is_empty(), "{again:?}");
+
+    // An operator's own /32 is never ours: not removed, and not re-added when wanted.
+    sh(&["ip", "-n", &lab.a, "addr", "add", "10.77.0.201/32", "dev", "eth0"]);
+    let r = a.sync(&set(&[VIP, "10.77.0.201"]), Instant::now()).expect("sync");
+    assert_eq!(r.skipped.len(), 1, "{r:?}");
+    assert!(r.added.is_empty(), "{r:?}");
+
+    // A restarted agent adopts what its predecessor added: nothing flaps.
+    drop(a);
+    let mut a = announcer(&lab.a);
+    let adopted = a.sync(&set(&[VIP]), Instant::now()).expect("sync");
+    // (This relies on the IFA_PROTO tag: the new announcer added nothing itself.)
+    assert!(adopted.added.is_empty() && adopted.removed.is_empty() && adopted.skipped.is_empty(), "{adopted:?}");
+
+    // Withdrawing removes ours only.
+    assert_eq!(a.withdraw_all().expect("withdraw"), [vip()]);
+    let shown = sh(&["ip", "-n", &lab.a, "addr", "show", "dev", "eth0"]);
+    assert!(!shown.contains("10.77.0.200/32"), "{shown}");
+    assert!(shown.contains("10.77.0.201/32"), "the operator's address stays: {shown}");
+    assert!(shown.contains("10.77.0.1/24"), "{shown}");
+    assert!(!lab.ping_vip(), "a withdrawn address is no longer answered");
+
+    // IPv6 is reported, not silently ignored.
+    let r = a.sync(&set(&["fd00::1"]), Instant::now()).expect("sync");
+    assert_eq!(r.skipped.len(), 1, "{r:?}");
+}
+
+#[test]
+fn gratuitous_arp_moves_the_neighbour_entry_to_the_new_owner() {
+    let lab = Lab::new();
+    let mut a = announcer(&lab.a);
+    let mut b = announcer(&lab.b);
+    a.sync(&set(&[VIP]), Instant::now()).expect("sync a");
+    assert!(lab.ping_vip());
+    let before = lab.neighbour();
+    assert!(before.contains(MAC_A), "observer learned node a's MAC: {before}");
+
+    // Control: the address appears on b without any announcement; the observer's entry stays on a.
+    sh(&["ip", "-n", &lab.b, "addr", "add", "10.77.0.200/32", "dev", "eth0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lab.neighbour().contains(MAC_A), "without a gratuitous ARP nothing changes: {}", lab.neighbour());
+    sh(&["ip", "-n", &lab.b, "addr", "del", "10.77.0.200/32", "dev", "eth0"]);
+
+    // The address moves: a drops it, b takes it and announces. The observer sends nothing meanwhile, so only
+    // the gratuitous ARP can update its entry.
+    let moved_at = Instant::now();
+    assert_eq!(a.sync(&BTreeSet::new(), moved_at).expect("withdraw a").removed, [vip()]);
+    let report = b.sync(&set(&[VIP]), moved_at).expect("sync b");
+    assert_eq!(report.added, [vip()]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = lab.neighbour();
+        if last.contains(MAC_B) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(last.contains(MAC_B), "the observer's entry still points elsewhere: {last}");
+    assert!(lab.ping_vip(), "the observer reaches the new owner");
+
+    // Repeats: count - 1 more announcements, one interval apart, then nothing is pending.
+    let first = b.send_due(moved_at).expect("nothing due yet");
+    assert_eq!(first, Some(moved_at + Duration::from_millis(100)));
+    let mut now = moved_at;
+    let mut rounds = 0;
+    while let Some(next) = b.send_due(now).expect("send") {
+        now = next;
+        rounds += 1;
+        assert!(rounds < 10, "repeats never end");
+    }
+    assert_eq!(rounds, 2, "two repeats after the first announcement");
+}
+
+#[test]
+fn a_missing_interface_is_an_error_not_a_panic() {
+    let lab = Lab::new();
+    let err = in_ns(&lab.a, || Announcer::new("nosuch0", GarpConfig::default())).expect_err("no interface");
+    assert!(err.to_string().contains("nosuch0"), "{err}");
+}
