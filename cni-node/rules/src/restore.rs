@@ -359,19 +359,41 @@ fn top_multiset(s: Option<&ServiceRules>, table: Table) -> BTreeMap<(&'static st
 /// A partial sync: only the service ports whose rules differ between `prev` (what the kernel has, from the last
 /// successful sync) and `next`. Callers check [`can_partial`] first.
 pub fn render_partial(prev: &Ruleset, next: &Ruleset) -> Restore {
-    let names: BTreeSet<&ServicePortName> = prev.services.keys().chain(next.services.keys()).collect();
-    let changed: Vec<(&ServicePortName, Option<&ServiceRules>, Option<&ServiceRules>)> = names
-        .into_iter()
-        .filter_map(|n| {
-            let (a, b) = (prev.services.get(n).map(|r| &**r), next.services.get(n).map(|r| &**r));
-            let same = match (prev.services.get(n), next.services.get(n)) {
-                (Some(x), Some(y)) => std::sync::Arc::ptr_eq(x, y) || x == y,
-                (None, None) => true,
-                _ => false,
-            };
-            (!same).then_some((n, a, b))
-        })
-        .collect();
+    // Both maps are sorted by name: a merge walk finds the differences in one linear pass.
+    type Change<'a> = (&'a ServicePortName, Option<&'a ServiceRules>, Option<&'a ServiceRules>);
+    let mut changed: Vec<Change> = Vec::new();
+    let mut a = prev.services.iter().peekable();
+    let mut b = next.services.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    changed.push((ka, Some(va), None));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    changed.push((kb, None, Some(vb)));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if !(std::sync::Arc::ptr_eq(va, vb) || va == vb) {
+                        changed.push((ka, Some(va), Some(vb)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((ka, va)), None) => {
+                changed.push((ka, Some(va), None));
+                a.next();
+            }
+            (None, Some((kb, vb))) => {
+                changed.push((kb, None, Some(vb)));
+                b.next();
+            }
+        }
+    }
     let mut w = Writer::default();
     if changed.is_empty() {
         return w.finish(0);

@@ -79,8 +79,9 @@ pub struct Ruleset {
     /// Whether endpoint-rule comments were dropped (more than [`LARGE_CLUSTER_ENDPOINTS`] endpoints).
     pub large_cluster: bool,
     pub services: BTreeMap<ServicePortName, Arc<ServiceRules>>,
-    /// What each entry of `services` was rendered from, so the next build can reuse unchanged entries.
-    cache: BTreeMap<ServicePortName, CacheEntry>,
+    /// What each entry of `services` was rendered from (same order as `services`), so the next build can
+    /// reuse unchanged entries.
+    cache: Vec<CacheEntry>,
 }
 
 /// The input, diagnostics and endpoint count behind one rendered service port.
@@ -157,18 +158,26 @@ pub fn build_ruleset_incremental(
     ctx: &NodeCtx,
     prev: Option<&Ruleset>,
 ) -> (Ruleset, Vec<Diagnostic>) {
-    let prev = prev.filter(|p| p.ctx == *ctx);
+    let prev = prev.filter(|p| p.ctx == *ctx && p.cache.len() == p.services.len());
     let mut diags = Vec::new();
-    let mut plans = Vec::new();
-    let mut reused: Vec<(ServicePortName, Arc<ServiceRules>, CacheEntry)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::with_capacity(table.ports.len());
+    // The table is sorted by name (a ServiceTable invariant), so unchanged entries are found by walking the
+    // previous ruleset alongside it; an unsorted table only loses reuse, not correctness.
+    let mut old = prev.map(|p| p.services.iter().zip(p.cache.iter()).peekable());
     for sp in &table.ports {
-        if let Some(p) = prev
-            && let (Some(entry), Some(rules)) = (p.cache.get(&sp.name), p.services.get(&sp.name))
-            && *entry.input == *sp
-        {
-            diags.extend(entry.diags.iter().cloned());
-            reused.push((sp.name.clone(), rules.clone(), entry.clone()));
-            continue;
+        if let Some(it) = old.as_mut() {
+            while it.peek().is_some_and(|((k, _), _)| *k < &sp.name) {
+                it.next();
+            }
+            if let Some(((k, rules), entry)) = it.peek()
+                && **k == sp.name
+                && *entry.input == *sp
+            {
+                diags.extend(entry.diags.iter().cloned());
+                slots.push(Slot::Reused((*k).clone(), (*rules).clone(), (*entry).clone()));
+                it.next();
+                continue;
+            }
         }
         if let Err(d) = validate(sp) {
             diags.push(*d);
@@ -215,32 +224,56 @@ pub fn build_ruleset_incremental(
             }
         }
         let own_diags = diags[diags_before..].to_vec();
-        plans.push((Plan::new(sp, cluster_ip, eps, ranges, ctx), own_diags));
+        slots.push(Slot::New(Box::new(Plan::new(sp, cluster_ip, eps, ranges, ctx)), own_diags));
     }
-    let total: usize = plans.iter().map(|(p, _)| p.cat.all_reachable.len()).sum::<usize>()
-        + reused.iter().map(|r| r.2.reachable).sum::<usize>();
+    let total: usize = slots
+        .iter()
+        .map(|s| match s {
+            Slot::Reused(_, _, e) => e.reachable,
+            Slot::New(p, _) => p.cat.all_reachable.len(),
+        })
+        .sum();
     let large_cluster = total > LARGE_CLUSTER_ENDPOINTS;
     if let Some(p) = prev
         && p.large_cluster != large_cluster
-        && !reused.is_empty()
+        && slots.iter().any(|s| matches!(s, Slot::Reused(..)))
     {
         // The comment mode flipped: every chain changes, nothing can be reused.
         return build_ruleset_incremental(table, ctx, None);
     }
-    let mut services = BTreeMap::new();
-    let mut cache = BTreeMap::new();
-    for (name, rules, entry) in reused {
-        services.insert(name.clone(), rules);
-        cache.insert(name, entry);
+    let mut pairs: Vec<(ServicePortName, (Arc<ServiceRules>, CacheEntry))> = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot {
+            Slot::Reused(name, rules, entry) => pairs.push((name, (rules, entry))),
+            Slot::New(plan, own_diags) => {
+                let rules = plan.render(ctx, large_cluster);
+                let entry = CacheEntry {
+                    input: Arc::new(plan.sp.clone()),
+                    diags: own_diags,
+                    reachable: plan.cat.all_reachable.len(),
+                };
+                pairs.push((rules.name.clone(), (Arc::new(rules), entry)));
+            }
+        }
     }
-    for (plan, own_diags) in plans {
-        let rules = plan.render(ctx, large_cluster);
-        let entry =
-            CacheEntry { input: Arc::new(plan.sp.clone()), diags: own_diags, reachable: plan.cat.all_reachable.len() };
-        cache.insert(rules.name.clone(), entry);
-        services.insert(rules.name.clone(), Arc::new(rules));
-    }
+    // Sorted already in the normal case, so this is linear; it also makes an unsorted table well-formed.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|a, b| a.0 == b.0);
+    let mut cache = Vec::with_capacity(pairs.len());
+    let services: BTreeMap<ServicePortName, Arc<ServiceRules>> = pairs
+        .into_iter()
+        .map(|(name, (rules, entry))| {
+            cache.push(entry);
+            (name, rules)
+        })
+        .collect();
     (Ruleset { ctx: ctx.clone(), large_cluster, services, cache }, diags)
+}
+
+/// One service port during a build: reused from the previous ruleset, or to be rendered.
+enum Slot<'a> {
+    Reused(ServicePortName, Arc<ServiceRules>, CacheEntry),
+    New(Box<Plan<'a>>, Vec<Diagnostic>),
 }
 
 /// The derived flags of one service port (kube-proxy `serviceport.go` and §5.4).
