@@ -13,9 +13,10 @@
 //!   no status writes**: every component computing the allocation from the same directory gets the same answer.
 //! - [`owner_node`]: the node that announces an address, by highest-random-weight hashing over the eligible
 //!   nodes — no Lease per Service, and losing a node moves only that node's addresses.
-//! - [`plan`]: everything at once for one node; [`with_assigned_status`] writes the assignments into the
-//!   Services' `status.loadBalancer.ingress` of an index copy, so that `service_table` (node agent chains) and
-//!   `route_table` (proxy L4 listeners) pick the addresses up unchanged when nobody writes status (manifests).
+//! - [`plan`]: everything at once for one node; [`status_updates`] lists the `status.loadBalancer` writes the
+//!   leader must make; [`with_assigned_status`] applies them to an index copy instead, so that `service_table`
+//!   (node agent chains) and `route_table` (proxy L4 listeners) pick the addresses up unchanged when nobody
+//!   writes status (manifests mode).
 //!
 //! Which Services: type LoadBalancer with `spec.loadBalancerClass` unset, `causeway.dev/proxy` or
 //! `causeway.dev/lb` ([`OUR_CLASSES`]); any other class belongs to someone else and is ignored.
@@ -166,42 +167,59 @@ fn eligible_for(index: &Index, key: &ServiceKey, ready: &BTreeSet<String>) -> BT
     }
 }
 
-/// A copy of `index` whose Services of ours carry the assignments in `status.loadBalancer.ingress` (`ipMode:
-/// VIP`), and no address when they have none. Services whose status already says so are shared, not copied.
+/// The `status.loadBalancer` that carries `addresses` (`ipMode: VIP`, in order); empty for no address.
+pub fn load_balancer_status(addresses: &[IpAddr]) -> LoadBalancerStatus {
+    let ingress: Vec<LoadBalancerIngress> = addresses
+        .iter()
+        .map(|ip| LoadBalancerIngress {
+            ip: Some(ip.to_string()),
+            ip_mode: Some("VIP".to_owned()),
+            ..Default::default()
+        })
+        .collect();
+    LoadBalancerStatus { ingress: (!ingress.is_empty()).then_some(ingress) }
+}
+
+/// The status writes the allocation needs: every Service of ours whose `status.loadBalancer.ingress` addresses
+/// differ from its assignment (a new address, a moved one, or a release to nothing), with the status to write.
+/// Ordered by namespace/name. Empty when the index has no IPPool (the allocator is dormant, see [`plan`]).
 ///
-/// For manifests mode, where nobody writes status: run translation (`service_table`, `route_table`) on this
-/// copy. In cluster mode the leader writes the same addresses into status and the watch brings them back, so
-/// translation of the plain index is enough (this function is then a no-op apart from the race window).
-///
-/// With no IPPool in the index the allocator is dormant (see [`plan`]) and the index is returned unchanged.
-pub fn with_assigned_status(index: &Index, assignments: &BTreeMap<ServiceKey, Assignment>) -> Index {
-    let mut out = index.clone();
+/// The leader writes each as a merge patch of `status.loadBalancer` on the `services/status` subresource; the
+/// watch then brings the Service back with the status, and the next plan keeps it (rule 1 of [`allocate`]).
+pub fn status_updates(
+    index: &Index,
+    assignments: &BTreeMap<ServiceKey, Assignment>,
+) -> Vec<(ServiceKey, LoadBalancerStatus)> {
     if index.ip_pools().next().is_none() {
-        return out;
+        return Vec::new();
     }
-    for svc in index.services() {
-        if !is_ours(svc) {
-            continue;
-        }
+    let mut out = Vec::new();
+    for svc in index.services().filter(|s| is_ours(s)) {
         let key = ServiceKey::new(
             svc.metadata.namespace.clone().unwrap_or_default(),
             svc.metadata.name.clone().unwrap_or_default(),
         );
-        let want: Vec<IpAddr> = assignments.get(&key).map(|a| a.addresses.clone()).unwrap_or_default();
-        if status_addresses(svc) == want {
-            continue;
+        let want: &[IpAddr] = assignments.get(&key).map(|a| a.addresses.as_slice()).unwrap_or_default();
+        if status_addresses(svc) != want {
+            out.push((key, load_balancer_status(want)));
         }
+    }
+    out
+}
+
+/// A copy of `index` whose Services of ours carry their assignments in `status.loadBalancer` (see
+/// [`status_updates`]). Services whose status already says so are shared, not copied.
+///
+/// For manifests mode, where nobody writes status: run translation (`service_table`, `route_table`) on this
+/// copy. In cluster mode the leader writes the same addresses into status and the watch brings them back, so
+/// translating the plain index is enough (this copy differs from it only until the write comes back).
+/// With no IPPool in the index the allocator is dormant (see [`plan`]) and the index is returned unchanged.
+pub fn with_assigned_status(index: &Index, assignments: &BTreeMap<ServiceKey, Assignment>) -> Index {
+    let mut out = index.clone();
+    for (key, status) in status_updates(index, assignments) {
+        let Some(svc) = index.service(&key.namespace, &key.name) else { continue };
         let mut copy = (**svc).clone();
-        let status = copy.status.get_or_insert_with(ServiceStatus::default);
-        let ingress: Vec<LoadBalancerIngress> = want
-            .iter()
-            .map(|ip| LoadBalancerIngress {
-                ip: Some(ip.to_string()),
-                ip_mode: Some("VIP".to_owned()),
-                ..Default::default()
-            })
-            .collect();
-        status.load_balancer = Some(LoadBalancerStatus { ingress: (!ingress.is_empty()).then_some(ingress) });
+        copy.status.get_or_insert_with(ServiceStatus::default).load_balancer = Some(status);
         out.apply(KubeObject::Service(Arc::new(copy)));
     }
     out

@@ -124,6 +124,20 @@ fn assigned_status_feeds_node_chains_and_proxy_listeners() {
     assert_eq!(addrs, ["172.18.255.200:80"]);
     // The plain index has no status: no listener and no load-balancer IP.
     assert!(route_table(&index, &TranslateConfig::default()).l4_listeners.is_empty());
+    // The leader's writes: both Services get their address; after applying, nothing is left to write.
+    let writes: Vec<(String, Vec<String>)> = status_updates(&index, &p.assignments)
+        .into_iter()
+        .map(|(k, st)| (k.name, st.ingress.unwrap_or_default().into_iter().filter_map(|i| i.ip).collect()))
+        .collect();
+    assert_eq!(
+        writes,
+        [("l4".to_owned(), vec!["172.18.255.200".to_owned()]), ("web".to_owned(), vec!["172.18.255.203".to_owned()])]
+    );
+    assert!(status_updates(&with, &p.assignments).is_empty());
+    // A released Service is written back to no address.
+    let released = status_updates(&with, &BTreeMap::new());
+    assert_eq!(released.len(), 2);
+    assert!(released.iter().all(|(_, st)| st.ingress.is_none()));
     // Applying twice changes nothing more.
     let again = with_assigned_status(&with, &p.assignments);
     assert_eq!(with_assigned_status(&again, &p.assignments).service("default", "web"), with.service("default", "web"));
