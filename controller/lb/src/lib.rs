@@ -87,6 +87,22 @@ pub struct LbPlan {
 /// addresses already in the Services' status (written by another allocator, or by hand in a manifests
 /// directory) are taken as they are, and only ownership is computed.
 pub fn plan(index: &Index, node_name: &str) -> LbPlan {
+    plan_with(index, node_name, &PlanOptions::default())
+}
+
+/// What [`plan_with`] takes besides the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Nodes known to run a live announcer (for example nodes whose agent renewed its per-node heartbeat Lease
+    /// within a second or two). `None`: every Ready node counts as live.
+    ///
+    /// Node readiness alone reacts in tens of seconds (the kubelet's grace period); a per-*node* heartbeat
+    /// (one Lease per node, not per Service) is what brings failover under two seconds.
+    pub alive_nodes: Option<BTreeSet<String>>,
+}
+
+/// [`plan`] with options: eligible nodes are further limited to [`PlanOptions::alive_nodes`].
+pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPlan {
     let (pools, mut diagnostics) = validate_pools(index.ip_pools());
     let services: Vec<LbService> = index.services().filter_map(|s| lb_service(s, &mut diagnostics)).collect();
     let allocation = if index.ip_pools().next().is_none() {
@@ -97,7 +113,10 @@ pub fn plan(index: &Index, node_name: &str) -> LbPlan {
     };
     diagnostics.extend(allocation.diagnostics);
 
-    let ready = ready_nodes(index);
+    let mut ready = ready_nodes(index);
+    if let Some(alive) = &options.alive_nodes {
+        ready.retain(|n| alive.contains(n));
+    }
     let mut holders: BTreeMap<IpAddr, Vec<&ServiceKey>> = BTreeMap::new();
     for (key, a) in &allocation.assignments {
         for ip in &a.addresses {

@@ -189,3 +189,28 @@ fn bad_input_becomes_diagnostics_naming_the_objects() {
     assert_eq!(pending, ["thief", "outside", "garbage"]);
     assert_eq!(p.assignments[&ServiceKey::new("default", "holder")].addresses, [ip("172.18.255.201")]);
 }
+
+#[test]
+fn a_dead_announcer_loses_only_its_addresses() {
+    let mut yaml = String::from(POOL);
+    for n in ["n1", "n2", "n3"] {
+        yaml += &node(n, true, "");
+    }
+    for i in 1..=8 {
+        yaml += &service(&format!("s{i}"), i, "", "");
+    }
+    let index = index(&yaml);
+    let all = plan(&index, "n1");
+    let victim = all.owners.values().flatten().next().expect("an owner").clone();
+    let alive: BTreeSet<String> = ["n1", "n2", "n3"].into_iter().filter(|n| *n != victim).map(str::to_owned).collect();
+    let after = plan_with(&index, "n1", &PlanOptions { alive_nodes: Some(alive) });
+    assert_eq!(after.assignments, all.assignments, "allocation does not depend on liveness");
+    for (ip, owner) in &all.owners {
+        let now = after.owners[ip].as_deref();
+        if owner.as_deref() == Some(victim.as_str()) {
+            assert!(now.is_some() && now != Some(victim.as_str()), "{ip} must move off {victim}");
+        } else {
+            assert_eq!(now, owner.as_deref(), "{ip} moved although its owner is alive");
+        }
+    }
+}
