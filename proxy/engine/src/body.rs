@@ -131,11 +131,10 @@ impl Body for PooledBody {
 }
 
 /// What the proxy answers with.
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// A body the proxy wrote itself (errors, redirects, admin pages).
     Full(Option<Bytes>),
     /// A body streamed from an endpoint.
-    #[allow(private_interfaces)]
     Upstream(PooledBody),
 }
 

@@ -65,7 +65,6 @@ mod tls;
 mod upstream;
 
 pub use admin::{AdminServer, Readiness, TableView, routes_json};
-pub use body::ProxyBody;
 pub use config::{Limits, ProxyConfig, Timeouts};
 pub use error::{Error, Result};
 pub use proxy::{LocalAddrs, Proxy, ProxyHandle};
