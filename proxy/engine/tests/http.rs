@@ -100,10 +100,10 @@ async fn failed_connect_tries_another_endpoint_then_502() {
 async fn response_header_timeout_gives_504() {
     let slow = echo_backend("slow").await;
     let mut config = local_config();
-    config.timeouts.response_header = Duration::from_millis(200);
+    config.timeouts.response_header = Duration::from_millis(1000);
     let proxy = start_proxy(config).await;
     proxy.handle.store(table(vec![vhost("slow.test", vec![mk_route(PathMatch::prefix("/"), "slow", &[slow.addr])])]));
-    assert_eq!(get(proxy.http, "slow.test", "/sleep/2000").await.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(get(proxy.http, "slow.test", "/sleep/5000").await.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(get(proxy.http, "slow.test", "/sleep/10").await.status, StatusCode::OK);
 }
 
