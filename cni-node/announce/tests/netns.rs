@@ -214,3 +214,91 @@ fn a_missing_interface_is_an_error_not_a_panic() {
     let err = in_ns(&lab.a, || Announcer::new("nosuch0", GarpConfig::default())).expect_err("no interface");
     assert!(err.to_string().contains("nosuch0"), "{err}");
 }
+
+/// A UDP echo server on port 7777 in namespace `ns`, answering until the returned guard is dropped.
+struct Echo(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn udp_echo(ns: &str) -> Echo {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sock = in_ns(ns, || std::net::UdpSocket::bind("0.0.0.0:7777")).expect("bind echo");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !flag.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        }
+    });
+    Echo(stop)
+}
+
+/// The L2 part of a failover: the owner dies (its link goes down, it withdraws nothing), the new owner adds the
+/// address and announces it. Measures, from an outside client probing every 10 ms, how long requests fail from
+/// the new owner's sync on (detection time is not part of this: see `causeway_lb::PlanOptions`).
+#[test]
+fn takeover_after_owner_loss_is_fast() {
+    let lab = Lab::new();
+    let _echo_a = udp_echo(&lab.a);
+    let _echo_b = udp_echo(&lab.b);
+    let mut a = announcer(&lab.a);
+    let mut b = announcer(&lab.b);
+    a.sync(&set(&[VIP]), Instant::now()).expect("sync a");
+    let client = in_ns(&lab.obs, || std::net::UdpSocket::bind("0.0.0.0:0")).expect("client");
+    // Not connected: the echo servers answer from their primary address (they are bound to 0.0.0.0).
+    client.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
+    let probe = |seq: u32| -> bool {
+        let mut buf = [0u8; 4];
+        if client.send_to(&seq.to_be_bytes(), (VIP, 7777)).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_millis(10);
+        // Drain late replies of earlier probes; only this probe's answer counts.
+        while Instant::now() < deadline {
+            match client.recv_from(&mut buf) {
+                Ok((4, _)) if buf == seq.to_be_bytes() => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    let mut seq = 0;
+    let start = Instant::now();
+    while !probe(seq) {
+        seq += 1;
+        assert!(start.elapsed() < Duration::from_secs(3), "the first owner never answered");
+    }
+
+    // The owner dies.
+    sh(&["ip", "-n", &lab.a, "link", "set", "eth0", "down"]);
+    let died = Instant::now();
+    seq += 1;
+    assert!(!probe(seq), "a dead owner still answers");
+    // The survivor's plan now names it: it takes the address.
+    let took = Instant::now();
+    b.sync(&set(&[VIP]), took).expect("sync b");
+    loop {
+        seq += 1;
+        if probe(seq) {
+            break;
+        }
+        let _ = b.send_due(Instant::now());
+        assert!(took.elapsed() < Duration::from_secs(2), "no answer within 2 s of the takeover");
+    }
+    let takeover = took.elapsed();
+    eprintln!(
+        "L2 takeover: first answer {} ms after the new owner's sync ({} ms after the owner died)",
+        takeover.as_millis(),
+        died.elapsed().as_millis()
+    );
+    assert!(takeover < Duration::from_millis(500), "takeover took {takeover:?}");
+    drop(a);
+}
