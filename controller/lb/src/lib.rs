@@ -124,7 +124,9 @@ pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPla
         }
     }
     // `allocate` orders nothing by age in `assignments` (a map by key), so order holders by age here.
-    let age = |k: &ServiceKey| services.iter().find(|s| s.key == *k).map(|s| (s.created.is_none(), s.created.clone()));
+    let ages: BTreeMap<&ServiceKey, _> =
+        services.iter().map(|s| (&s.key, (s.created.is_none(), s.created.clone()))).collect();
+    let age = |k: &ServiceKey| ages.get(k).cloned();
     let mut owners = BTreeMap::new();
     for (ip, mut keys) in holders {
         keys.sort_by_key(|k| (age(k), (*k).clone()));

@@ -158,3 +158,113 @@ pub fn lb_service(svc: &Service, diags: &mut Vec<Diagnostic>) -> Option<LbServic
         request_error: bad_request,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(class: Option<&str>, annotations: &[(&str, &str)], lb_ip: Option<&str>, status: &[&str]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                namespace: Some("ns".into()),
+                name: Some("s".into()),
+                annotations: Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                load_balancer_class: class.map(str::to_owned),
+                load_balancer_ip: lb_ip.map(str::to_owned),
+                ip_families: Some(vec!["IPv6".into()]),
+                ports: Some(vec![ServicePort { port: 53, protocol: Some("UDP".into()), ..Default::default() }]),
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(
+                        status
+                            .iter()
+                            .map(|ip| LoadBalancerIngress { ip: Some((*ip).to_owned()), ..Default::default() })
+                            .collect(),
+                    ),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn extraction_table() {
+        // (service, expected: requested, requested_field, request_error, current, diagnostics)
+        let cases = [
+            (svc(None, &[], Some("10.0.0.5"), &[]), vec!["10.0.0.5"], "spec.loadBalancerIP", false, vec![], 0),
+            (
+                svc(None, &[(LOAD_BALANCER_IPS_ANNOTATION, "10.0.0.6, fd00::6")], Some("10.0.0.5"), &["10.0.0.1"]),
+                vec!["10.0.0.6", "fd00::6"],
+                "metadata.annotations[causeway.dev/loadBalancerIPs]",
+                false,
+                vec!["10.0.0.1"],
+                0,
+            ),
+            (
+                svc(None, &[], Some("nonsense"), &["bad", "10.0.0.2"]),
+                vec![],
+                "spec.loadBalancerIP",
+                true,
+                vec!["10.0.0.2"],
+                2,
+            ),
+            (
+                svc(Some("causeway.dev/lb"), &[(LOAD_BALANCER_IPS_ANNOTATION, " ")], Some(""), &[]),
+                vec![],
+                "spec.loadBalancerIP",
+                false,
+                vec![],
+                0,
+            ),
+        ];
+        for (i, (s, requested, field, error, current, n_diags)) in cases.into_iter().enumerate() {
+            let mut diags = Vec::new();
+            let got = lb_service(&s, &mut diags).expect("ours");
+            let ips = |v: Vec<&str>| v.into_iter().map(|x| x.parse::<IpAddr>().expect("ip")).collect::<Vec<_>>();
+            assert_eq!(got.requested, ips(requested), "case {i}");
+            assert_eq!((got.requested_field.as_str(), got.request_error), (field, error), "case {i}");
+            assert_eq!(got.current, ips(current), "case {i}");
+            assert_eq!(diags.len(), n_diags, "case {i}: {diags:?}");
+            assert_eq!((got.family, got.ports.clone()), (Family::V6, vec![("UDP".to_owned(), 53)]), "case {i}");
+        }
+    }
+
+    #[test]
+    fn only_our_classes_and_type_load_balancer() {
+        let mut diags = Vec::new();
+        assert!(lb_service(&svc(Some("metallb.io/metallb"), &[], None, &[]), &mut diags).is_none());
+        assert!(lb_service(&svc(Some("causeway.dev/proxy"), &[], None, &[]), &mut diags).is_some());
+        let mut cluster_ip = svc(None, &[], None, &[]);
+        if let Some(spec) = cluster_ip.spec.as_mut() {
+            spec.type_ = Some("ClusterIP".into());
+        }
+        assert!(lb_service(&cluster_ip, &mut diags).is_none());
+        assert!(lb_service(&Service::default(), &mut diags).is_none());
+        assert!(diags.is_empty());
+    }
+
+    #[test]
+    fn sharing_needs_the_same_key_and_distinct_ports() {
+        let mk = |key: Option<&str>, ports: &[(&str, i32)]| LbService {
+            sharing_key: key.map(str::to_owned),
+            ports: ports.iter().map(|(p, n)| ((*p).to_owned(), *n)).collect(),
+            ..crate::test_util::mk_svc("x", 1)
+        };
+        let tcp80 = mk(Some("k"), &[("TCP", 80)]);
+        assert!(tcp80.can_share_with(&mk(Some("k"), &[("UDP", 80)])), "same port, other protocol");
+        assert!(!tcp80.can_share_with(&mk(Some("k"), &[("TCP", 80)])));
+        assert!(!tcp80.can_share_with(&mk(Some("j"), &[("TCP", 81)])));
+        assert!(!tcp80.can_share_with(&mk(None, &[("TCP", 81)])));
+        assert!(!mk(None, &[("TCP", 80)]).can_share_with(&mk(None, &[("TCP", 81)])));
+    }
+}
