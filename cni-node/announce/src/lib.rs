@@ -6,6 +6,7 @@
 //!        ├─ netlink: remove tagged addresses no longer wanted (never anything else)
 //!        └─ AF_PACKET: gratuitous ARP for each new address now, then GarpConfig::count - 1 repeats
 //!  Announcer::send_due(now) ──► the repeats that are due; returns when to call it next
+//!  AnnounceWorker: both on a dedicated thread, fed the latest set with `set`, re-syncing periodically
 //! ```
 //!
 //! **Only its own addresses**: an address this crate adds carries the address protocol tag
@@ -26,8 +27,10 @@
 
 mod garp;
 mod netlink;
+mod worker;
 
 pub use garp::announcement;
+pub use worker::{AnnounceWorker, WorkerStats};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;

@@ -302,3 +302,31 @@ fn takeover_after_owner_loss_is_fast() {
     assert!(takeover < Duration::from_millis(500), "takeover took {takeover:?}");
     drop(a);
 }
+
+#[test]
+fn worker_follows_the_wanted_set_and_repairs_drift() {
+    use causeway_announce::AnnounceWorker;
+    let lab = Lab::new();
+    let worker = AnnounceWorker::spawn(announcer(&lab.a), Duration::from_millis(200)).expect("spawn");
+    let has_vip = || sh(&["ip", "-n", &lab.a, "addr", "show", "dev", "eth0"]).contains("10.77.0.200/32");
+    let wait = |want: bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while has_vip() != want {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    worker.set(set(&["10.77.0.9", VIP]));
+    worker.set(set(&[VIP]));
+    wait(true, "the worker never added the address");
+    assert!(lab.ping_vip());
+    // Someone removes it by hand: the periodic re-sync puts it back.
+    sh(&["ip", "-n", &lab.a, "addr", "del", "10.77.0.200/32", "dev", "eth0"]);
+    wait(true, "the worker never repaired the address");
+    let stats = worker.stats();
+    assert_eq!(stats.announced, set(&[VIP]));
+    assert!(stats.syncs >= 2 && stats.errors == 0, "{stats:?}");
+    assert!(!sh(&["ip", "-n", &lab.a, "addr", "show"]).contains("10.77.0.9/32"), "an address no longer wanted is gone");
+    worker.stop(true).expect("withdraw on stop");
+    assert!(!has_vip(), "stop(true) withdraws");
+}
