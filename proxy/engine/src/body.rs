@@ -39,13 +39,19 @@ impl std::error::Error for UpBodyError {
 
 /// A client's request body on its way upstream, cut off past the size limit.
 pub(crate) struct UpBody {
-    inner: Incoming,
+    /// `None`: an empty body (a replayed request).
+    inner: Option<Incoming>,
     remaining: Option<u64>,
 }
 
 impl UpBody {
     pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        Self { inner, remaining: limit }
+        Self { inner: Some(inner), remaining: limit }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        Self { inner: None, remaining: None }
     }
 }
 
@@ -55,7 +61,8 @@ impl Body for UpBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpBodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
                     let len = data.len() as u64;
@@ -73,11 +80,11 @@ impl Body for UpBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

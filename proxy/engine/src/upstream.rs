@@ -5,6 +5,7 @@
 
 use crate::body::UpBody;
 use crate::table::CompiledBackend;
+use http_body::Body as _;
 use hyper::Request;
 use hyper::Response;
 use hyper::body::Incoming;
@@ -129,7 +130,9 @@ pub(crate) struct Sent {
 
 /// Sends `req` to the backend's next endpoint in round-robin order, reusing an idle connection when there is
 /// one. A connect failure moves on to the next endpoint, at most `max_attempts` endpoints in all. A request is
-/// never sent twice: once hyper has taken it, a failure is final.
+/// sent twice only when it is idempotent, has no body, and its first try was on a reused keep-alive connection
+/// that failed before answering (the endpoint closed it as we sent: the classic keep-alive race); the second
+/// try is on a new connection. Any other failure after hyper took the request is final.
 pub(crate) async fn send(
     backend: &CompiledBackend,
     mut req: Request<UpBody>,
@@ -147,9 +150,18 @@ pub(crate) async fn send(
             if sender.ready().await.is_err() {
                 continue;
             }
+            let replay = replayable_copy(&req);
             match try_send(&mut sender, req, response_timeout).await {
                 Ok(response) => return Ok(Sent { response, sender, pool: pool.clone() }),
                 Err(Attempt::Unsent(r)) => req = r,
+                Err(Attempt::Failed(SendError::Upstream(error))) => match replay {
+                    Some(copy) => {
+                        tracing::debug!(message = "Reused connection failed; retrying on a new one.", %error);
+                        req = copy;
+                        break;
+                    }
+                    None => return Err(SendError::Upstream(error)),
+                },
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
@@ -176,6 +188,22 @@ pub(crate) async fn send(
         }
     }
     Err(SendError::Connect { timed_out })
+}
+
+/// A copy to replay if `req` is idempotent, bodiless and not an upgrade; `None` otherwise.
+fn replayable_copy(req: &Request<UpBody>) -> Option<Request<UpBody>> {
+    use http::Method;
+    let idempotent =
+        matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
+    if !idempotent || !req.body().is_end_stream() || req.headers().contains_key(http::header::UPGRADE) {
+        return None;
+    }
+    let mut copy = Request::new(UpBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 // The request travels back by value on the rare "not sent" path; boxing it would cost every request an allocation.

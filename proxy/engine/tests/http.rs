@@ -96,6 +96,60 @@ async fn failed_connect_tries_another_endpoint_then_502() {
     assert!(m.contains(r#"causeway_upstream_connect_errors_total{service="default/mixed"} 5"#), "{m}");
 }
 
+/// A raw HTTP/1.1 server whose connections answer their first request and close on the second without a
+/// response: the keep-alive race (the endpoint closes an idle connection just as the proxy reuses it), made
+/// deterministic. Returns its address and the number of connections it accepted.
+async fn one_shot_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if answered {
+                            return; // Second request: close without answering.
+                        }
+                        answered = true;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_replayed_once_after_a_keep_alive_race() {
+    let (addr, accepted) = one_shot_backend().await;
+    let proxy = start_proxy(local_config()).await;
+    proxy.handle.store(table(vec![vhost("*", vec![mk_route(PathMatch::prefix("/"), "race", &[addr])])]));
+    let mut c = H1::connect(proxy.http).await;
+    for i in 0..5 {
+        let a = c.get("a.test", "/").await;
+        assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "ok"), "GET {i}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5, "one new connection per replay");
+    // A POST is never sent twice: the race surfaces as 502.
+    let post = Request::post("/").header("host", "a.test").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(c.send(post).await.unwrap().status, StatusCode::BAD_GATEWAY);
+}
+
 #[tokio::test]
 async fn response_header_timeout_gives_504() {
     let slow = echo_backend("slow").await;
