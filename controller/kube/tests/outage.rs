@@ -1,11 +1,12 @@
 //! An API outage: the kube-apiserver is stopped and started again (etcd keeps the data). Meanwhile the index
-//! keeps everything it had; afterwards the watchers resync, changes take effect, unchanged objects are never
-//! deleted, and the errors are counted.
+//! keeps everything it had and the leader steps down (it cannot renew); afterwards the watchers resync, changes
+//! take effect, unchanged objects are never deleted, the errors are counted, and the replica leads again.
 
 mod support;
 
 use std::time::Duration;
 
+use causeway_kube::{KubeMetrics, LeaseConfig, spawn_elector};
 use causeway_translate::{Kind, ObjectKey};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -59,8 +60,27 @@ async fn watchers_resync_after_the_api_server_restarts() {
     let stable_objects: Vec<_> = stable.iter().map(|k| feed.get(k)).collect();
     assert!(stable_objects.iter().all(Option::is_some), "initial state missing");
 
+    // A leader, to see that it steps down when it cannot renew, and leads again afterwards.
+    let lease = LeaseConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(300),
+        ..LeaseConfig::new("default", "outage", "replica-a")
+    };
+    let elector = spawn_elector(client.clone(), lease, KubeMetrics::unregistered().expect("metrics"));
+    let is_leader = elector.is_leader();
+    eventually("leadership", DEADLINE, || async { (*is_leader.borrow()).then_some(()) }).await;
+
     // Outage: the watchers notice (errors counted), and the index keeps what it had.
+    let outage = std::time::Instant::now();
     cluster.stop_apiserver();
+    let stopping = outage.elapsed();
+    eventually("the leader to step down", DEADLINE, || async { (!*is_leader.borrow()).then_some(()) }).await;
+    // The API server may answer while it shuts down; from the moment it is gone the leader has at most the
+    // renew deadline (2 s) plus one retry before it must stop leading.
+    let took = outage.elapsed();
+    eprintln!("leader stepped down {took:?} after the stop began ({stopping:?} to stop)");
+    assert!(took <= stopping + Duration::from_millis(2300 + 700), "stepped down only after {took:?}");
     eventually("watch errors during the outage", DEADLINE, || async {
         (total(&feed.metrics.watch_errors) > 0).then_some(())
     })
@@ -79,6 +99,9 @@ async fn watchers_resync_after_the_api_server_restarts() {
     })
     .await;
     eprintln!("resynced {took:?} after the API server was ready again");
+
+    eventually("leadership again after the outage", DEADLINE, || async { (*is_leader.borrow()).then_some(()) }).await;
+    elector.shutdown().await;
 
     // Objects that did not change were never deleted on the way, and are still the same objects.
     feed.with(|s| {

@@ -30,6 +30,9 @@ fn run_script(args: &[&str]) -> std::process::Output {
     Command::new(&script)
         .args(&args[1..])
         .env("CAUSEWAY_CLUSTER_OWNER_PID", std::process::id().to_string())
+        // kube-apiserver keeps serving open watch streams after SIGTERM until they end; test data is disposable,
+        // so do not wait long before SIGKILL.
+        .env("CAUSEWAY_CLUSTER_STOP_GRACE", "3")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
 }
