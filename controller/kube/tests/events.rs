@@ -67,7 +67,9 @@ async fn diagnostics_become_events_on_the_object() {
     let (event, _) = eventually("an Event on Ingress default/broken", DEADLINE, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find(|e| {
-            e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("Ingress") && r.name.as_deref() == Some("broken"))
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some("Ingress") && r.name.as_deref() == Some("broken"))
         })
     })
     .await;
