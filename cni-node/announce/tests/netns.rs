@@ -6,117 +6,10 @@
 
 use causeway_announce::{Announcer, GarpConfig};
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::net::IpAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-const VIP: &str = "10.77.0.200";
-const MAC_A: &str = "02:00:00:77:00:0a";
-const MAC_B: &str = "02:00:00:77:00:0b";
-
-fn require_root() {
-    let ok = nix::unistd::Uid::effective().is_root()
-        && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    assert!(ok, "these tests need root and iproute2 (CI runs them as root)");
-}
-
-/// Runs a command, returning (success, stdout+stderr).
-fn try_sh(args: &[&str]) -> (bool, String) {
-    match Command::new(args[0]).args(&args[1..]).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-fn sh(args: &[&str]) -> String {
-    let (ok, out) = try_sh(args);
-    assert!(ok, "{args:?} failed: {out}");
-    out
-}
-
-/// Hub (bridge), node a, node b, observer.
-struct Lab {
-    hub: String,
-    a: String,
-    b: String,
-    obs: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b, &self.obs, &self.hub] {
-            let _ = try_sh(&["ip", "netns", "del", ns]);
-        }
-    }
-}
-
-impl Lab {
-    fn new() -> Self {
-        require_root();
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let name = |role: char| format!("cwl{role}{n}_{pid}");
-        let lab = Lab { hub: name('h'), a: name('a'), b: name('b'), obs: name('o') };
-        for ns in [&lab.hub, &lab.a, &lab.b, &lab.obs] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        sh(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
-        sh(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
-        for (ns, port, addr, mac) in [
-            (&lab.a, "va", "10.77.0.1/24", MAC_A),
-            (&lab.b, "vb", "10.77.0.2/24", MAC_B),
-            (&lab.obs, "vo", "10.77.0.100/24", "02:00:00:77:00:64"),
-        ] {
-            sh(&["ip", "-n", &lab.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-            sh(&["ip", "-n", &lab.hub, "link", "set", port, "master", "br0", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
-        lab
-    }
-
-    fn ping_vip(&self) -> bool {
-        try_sh(&["ip", "netns", "exec", &self.obs, "ping", "-c", "1", "-W", "1", VIP]).0
-    }
-
-    fn neighbour(&self) -> String {
-        sh(&["ip", "-n", &self.obs, "neigh", "show", VIP])
-    }
-}
-
-/// Runs `f` on a thread that has entered namespace `ns`; sockets opened there stay bound to it.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
-
-fn announcer(ns: &str) -> Announcer {
-    let garp = GarpConfig { count: 3, interval: Duration::from_millis(100) };
-    in_ns(ns, move || Announcer::new("eth0", garp)).expect("announcer")
-}
-
-fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
-    ips.iter().map(|s| s.parse().expect("address")).collect()
-}
-
-fn vip() -> std::net::Ipv4Addr {
-    VIP.parse().expect("vip")
-}
+mod common;
+use common::*;
 
 #[test]
 fn announced_address_is_reachable_and_only_ours_are_removed() {
@@ -215,31 +108,6 @@ fn a_missing_interface_is_an_error_not_a_panic() {
     assert!(err.to_string().contains("nosuch0"), "{err}");
 }
 
-/// A UDP echo server on port 7777 in namespace `ns`, answering until the returned guard is dropped.
-struct Echo(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn udp_echo(ns: &str) -> Echo {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sock = in_ns(ns, || std::net::UdpSocket::bind("0.0.0.0:7777")).expect("bind echo");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while !flag.load(Ordering::SeqCst) {
-            if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                let _ = sock.send_to(&buf[..n], from);
-            }
-        }
-    });
-    Echo(stop)
-}
-
 /// The L2 part of a failover: the owner dies (its link goes down, it withdraws nothing), the new owner adds the
 /// address and announces it. Measures, from an outside client probing every 10 ms, how long requests fail from
 /// the new owner's sync on (detection time is not part of this: see `causeway_lb::PlanOptions`).
@@ -251,48 +119,17 @@ fn takeover_after_owner_loss_is_fast() {
     let mut a = announcer(&lab.a);
     let mut b = announcer(&lab.b);
     a.sync(&set(&[VIP]), Instant::now()).expect("sync a");
-    let client = in_ns(&lab.obs, || std::net::UdpSocket::bind("0.0.0.0:0")).expect("client");
-    // Not connected: the echo servers answer from their primary address (they are bound to 0.0.0.0).
-    client.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
-    let probe = |seq: u32| -> bool {
-        let mut buf = [0u8; 4];
-        if client.send_to(&seq.to_be_bytes(), (VIP, 7777)).is_err() {
-            return false;
-        }
-        let deadline = Instant::now() + Duration::from_millis(10);
-        // Drain late replies of earlier probes; only this probe's answer counts.
-        while Instant::now() < deadline {
-            match client.recv_from(&mut buf) {
-                Ok((4, _)) if buf == seq.to_be_bytes() => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
-        false
-    };
-    let mut seq = 0;
-    let start = Instant::now();
-    while !probe(seq) {
-        seq += 1;
-        assert!(start.elapsed() < Duration::from_secs(3), "the first owner never answered");
-    }
+    let mut client = Prober::new(&lab.obs);
+    assert!(client.until_answer(Duration::from_secs(3)).is_some(), "the first owner never answered");
 
     // The owner dies.
     sh(&["ip", "-n", &lab.a, "link", "set", "eth0", "down"]);
     let died = Instant::now();
-    seq += 1;
-    assert!(!probe(seq), "a dead owner still answers");
+    assert!(!client.probe(), "a dead owner still answers");
     // The survivor's plan now names it: it takes the address.
     let took = Instant::now();
     b.sync(&set(&[VIP]), took).expect("sync b");
-    loop {
-        seq += 1;
-        if probe(seq) {
-            break;
-        }
-        let _ = b.send_due(Instant::now());
-        assert!(took.elapsed() < Duration::from_secs(2), "no answer within 2 s of the takeover");
-    }
+    client.until_answer(Duration::from_secs(2)).expect("no answer within 2 s of the takeover");
     let takeover = took.elapsed();
     eprintln!(
         "L2 takeover: first answer {} ms after the new owner's sync ({} ms after the owner died)",
