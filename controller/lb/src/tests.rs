@@ -214,3 +214,25 @@ fn a_dead_announcer_loses_only_its_addresses() {
         }
     }
 }
+
+#[test]
+fn a_shared_address_with_local_policies_uses_common_nodes_or_warns() {
+    let mut yaml = String::from(POOL);
+    for n in ["n1", "n2", "n3"] {
+        yaml += &node(n, true, "");
+    }
+    let shared = "causeway.dev/allow-shared-ip: k";
+    yaml += &service("a", 1, ", externalTrafficPolicy: Local", shared);
+    yaml += &slice("a", "n2", true);
+    // `b` shares with `a` (its port must differ: the fixture's port is 80, so give it another).
+    yaml += &service("b", 2, ", externalTrafficPolicy: Local", shared).replace("port: 80", "port: 81");
+    yaml += &slice("b", "n3", true);
+    let p = plan(&index(&yaml), "n2");
+    let a = &p.assignments[&ServiceKey::new("default", "a")];
+    assert_eq!(p.assignments[&ServiceKey::new("default", "b")].addresses, a.addresses, "the address is shared");
+    // No node has local endpoints of both: the oldest holder's nodes announce, and the other is warned.
+    assert_eq!(p.owners[&a.addresses[0]].as_deref(), Some("n2"));
+    assert_eq!(p.diagnostics.len(), 1, "{:#?}", p.diagnostics);
+    assert_eq!(p.diagnostics[0].object.to_string(), "Service default/b");
+    assert!(p.diagnostics[0].message.contains("shared with Service default/a"), "{}", p.diagnostics[0].message);
+}
