@@ -51,6 +51,17 @@ mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
 PKI="$DIR/pki"
 
+# A failed start leaves nothing running: stop whatever this invocation started.
+STARTED=()
+cleanup_on_failure() {
+    local status=$?
+    if [ "$status" -ne 0 ]; then
+        for name in "${STARTED[@]}"; do "$HERE/stop.sh" --only "$name" "$DIR" || true; done
+    fi
+    exit "$status"
+}
+trap cleanup_on_failure EXIT
+
 # A free loopback port: bind port 0 and report what the kernel chose. The port is released before the server
 # binds it; the kernel hands out ephemeral ports in rotation, so a reuse within that window is unlikely.
 free_port() {
@@ -139,6 +150,7 @@ start_etcd() {
         --unsafe-no-fsync --log-level warn \
         >>"$DIR/etcd.log" 2>&1 </dev/null &
     echo $! >"$DIR/etcd.pid"
+    STARTED+=(etcd)
     wait_for etcd "$!" "$ETCD_URL/health"
 }
 
@@ -157,6 +169,7 @@ start_apiserver() {
         --v=1 \
         >>"$DIR/apiserver.log" 2>&1 </dev/null &
     echo $! >"$DIR/apiserver.pid"
+    STARTED+=(apiserver)
     wait_for apiserver "$!" "$APISERVER_URL/readyz" \
         --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key"
 }

@@ -39,22 +39,30 @@ fn run_script(args: &[&str]) -> std::process::Output {
 
 impl TestCluster {
     /// Starts etcd and kube-apiserver. Fails the test, naming `tests/cluster/build.sh`, when the binaries are
-    /// missing.
+    /// missing. A start that fails otherwise is tried once more in a fresh directory with fresh ports (another
+    /// process may take a free port between start.sh picking it and the server binding it).
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
-        let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
-        let out = run_script(&["start.sh", &path]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(3) {
-            panic!("kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}");
+        let mut failures = Vec::new();
+        for _ in 0..2 {
+            let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
+            let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
+            let out = run_script(&["start.sh", &path]);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.code() == Some(3) {
+                panic!("kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}");
+            }
+            if out.status.success() {
+                let env = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                return Self { dir, env };
+            }
+            eprintln!("tests/cluster/start.sh failed ({}), trying once more:\n{stderr}", out.status);
+            failures.push(stderr);
         }
-        assert!(out.status.success(), "tests/cluster/start.sh failed ({}):\n{stderr}", out.status);
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Self { dir, env }
+        panic!("tests/cluster/start.sh failed twice:\n{}", failures.join("\n---\n"));
     }
 
     pub fn dir(&self) -> &Path {
