@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use causeway_kube::{KubeMetrics, LeaderHandle, LeaseConfig, spawn_elector};
+use causeway_kube::{KubeMetrics, LeaderHandle, LeaseConfig, run_leader_election, spawn_elector};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use support::{DEADLINE, TestCluster, eventually};
@@ -88,4 +88,18 @@ async fn two_electors_one_leader_and_failover_within_the_lease() {
     assert!(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 2, "transitions counted");
     c.shutdown().await;
     assert_eq!(holder(&api).await, None, "released on shutdown");
+
+    // The convenience form runs until its receiver is dropped, then releases its lease.
+    let rx = run_leader_election(cluster.client().await, "default", "causeway-simple", "replica-d", metrics);
+    eventually("run_leader_election to lead", DEADLINE, || async { (*rx.borrow()).then_some(()) }).await;
+    let simple: Api<Lease> = Api::namespaced(cluster.client().await, "default");
+    let holder_of = |api: Api<Lease>| async move {
+        api.get_opt("causeway-simple").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+    };
+    assert_eq!(holder_of(simple.clone()).await.as_deref(), Some("replica-d"));
+    drop(rx);
+    eventually("the lease released after the receiver is dropped", DEADLINE, || async {
+        holder_of(simple.clone()).await.is_none().then_some(())
+    })
+    .await;
 }
