@@ -140,23 +140,25 @@ EOF
         can_i no causeway-node update services/status
         can_i no causeway-node create events.events.k8s.io
 
-        # pool NAME WANT SPEC-JSON [EXPECTED-MESSAGE]: WANT is accept or reject.
+        # pool NAME WANT SPEC-JSON [MESSAGE]: WANT is accept, or reject with MESSAGE in the API server's answer
+        # (so that a refusal for another reason, such as a missing CRD, does not pass).
         pool() {
             local name="$1" want="$2" spec="$3" msg="${4:-}"
             printf '{"apiVersion":"causeway.dev/v1alpha1","kind":"IPPool","metadata":{"name":"%s"},"spec":%s}\n' \
                 "$name" "$spec" >"$WORK/pool.json"
-            if k apply --dry-run=server -f "$WORK/pool.json" >"$WORK/out" 2>&1; then
+            if k apply --dry-run=server --validate=strict -f "$WORK/pool.json" >"$WORK/out" 2>&1; then
                 [ "$want" = accept ] && ok "IPPool $name accepted" || fail "IPPool $name accepted, want rejected"
-            elif [ "$want" = reject ] && { [ -z "$msg" ] || grep -qF -- "$msg" "$WORK/out"; }; then
+            elif [ "$want" = reject ] && grep -qF -- "$msg" "$WORK/out"; then
                 ok "IPPool $name rejected${msg:+ ($msg)}"
             else
                 fail "IPPool $name: want $want${msg:+ with '$msg'}, got: $(cat "$WORK/out")"
             fi
         }
         pool kind-pool accept '{"blocks":[{"cidr":"172.18.255.200/29"},{"start":"172.18.255.210","stop":"172.18.255.219"}]}'
-        pool single-range accept '{"blocks":[{"start":"10.0.0.5","stop":"10.0.0.5"}],"disabled":true}'
+        pool single-range accept '{"blocks":[{"start":"10.0.0.5","stop":"10.0.0.5"}],"disabled":true,"autoAssign":false}'
+        pool unknown-field reject '{"blocks":[{"cidr":"10.2.0.0/24"}],"autoassign":false}' 'unknown field "spec.autoassign"'
         pool selector accept '{"blocks":[{"cidr":"10.1.0.0/24"}],"serviceSelector":{"matchLabels":{"pool":"a"}}}'
-        pool no-blocks reject '{"blocks":[]}'
+        pool no-blocks reject '{"blocks":[]}' "should have at least 1 items"
         pool not-cidr reject '{"blocks":[{"cidr":"172.18.255.300/29"}]}' "cidr must be a CIDR"
         pool host-bits reject '{"blocks":[{"cidr":"172.18.255.201/29"}]}' "host bits"
         pool ipv6-later reject '{"blocks":[{"cidr":"fd00::/120"}]}' "only IPv4"
@@ -164,7 +166,15 @@ EOF
         pool half-range reject '{"blocks":[{"start":"10.0.0.1"}]}' "both start and stop"
         pool backwards reject '{"blocks":[{"start":"10.0.1.0","stop":"10.0.0.255"}]}' "stop must not be below start"
         pool bad-start reject '{"blocks":[{"start":"10.0.0.x","stop":"10.0.0.9"}]}' "start must be an IPv4 address"
-        pool bad-operator reject '{"blocks":[{"cidr":"10.0.0.0/24"}],"serviceSelector":{"matchExpressions":[{"key":"a","operator":"Maybe"}]}}'
+        # Defaults filled in by the API server on a real create: disabled=false, autoAssign=true.
+        pool_json='{"apiVersion":"causeway.dev/v1alpha1","kind":"IPPool","metadata":{"name":"defaults"},"spec":{"blocks":[{"cidr":"10.3.0.0/28"}]}}'
+        if echo "$pool_json" | k create -f - >"$WORK/out" 2>&1 \
+            && [ "$(k get ippool defaults -o jsonpath='{.spec.disabled}/{.spec.autoAssign}')" = "false/true" ]; then
+            ok "IPPool defaults: disabled=false, autoAssign=true"
+        else
+            fail "IPPool defaults: $(cat "$WORK/out"; k get ippool defaults -o jsonpath='{.spec}' 2>&1)"
+        fi
+        pool bad-operator reject '{"blocks":[{"cidr":"10.0.0.0/24"}],"serviceSelector":{"matchExpressions":[{"key":"a","operator":"Maybe"}]}}' 'Unsupported value: "Maybe"'
     fi
 fi
 
