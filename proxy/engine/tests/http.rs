@@ -441,3 +441,54 @@ async fn garbage_on_both_listeners_does_not_break_the_proxy() {
     assert_eq!(get(proxy.http, "a.test", "/").await.status, StatusCode::OK);
     assert!(proxy.metrics_text().contains("causeway_tls_handshake_errors_total 5"));
 }
+
+#[tokio::test]
+async fn serve_on_threads_routes_upgrades_and_drains() {
+    let (b1, b2) = (echo_backend("b1").await, echo_backend("b2").await);
+    let mut config = local_config();
+    config.timeouts.drain = Duration::from_secs(10);
+    let mut proxy = start_proxy_on(config, Some(2)).await;
+    proxy.handle.store(table(vec![
+        vhost("one.test", vec![mk_route(PathMatch::prefix("/"), "b1", &[b1.addr])]),
+        vhost("two.test", vec![mk_route(PathMatch::prefix("/"), "b2", &[b2.addr])]),
+    ]));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let http = proxy.http;
+        clients.push(tokio::spawn(async move {
+            let mut c = H1::connect(http).await;
+            let host = if i % 2 == 0 { "one.test" } else { "two.test" };
+            for _ in 0..20 {
+                let a = c.get(host, "/").await;
+                assert_eq!(a.status, StatusCode::OK);
+                assert_eq!(a.backend(), if i % 2 == 0 { "b1" } else { "b2" });
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let stream = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://one.test/ws", stream).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("over a worker thread")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "over a worker thread");
+    ws.close(None).await.unwrap();
+    // An open tunnel would (rightly) hold the drain until its bound.
+    drop(ws);
+
+    let mut c = H1::connect(proxy.http).await;
+    let in_flight = tokio::spawn(async move { c.get("one.test", "/sleep/500").await });
+    let before = b1.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(5), || async { b1.requests.load(std::sync::atomic::Ordering::SeqCst) > before })
+            .await
+    );
+    let serve = proxy.begin_shutdown();
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), serve).await.unwrap().unwrap().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async { tokio::net::TcpStream::connect(proxy.http).await.is_err() })
+            .await,
+        "listeners closed after shutdown"
+    );
+}

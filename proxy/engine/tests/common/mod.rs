@@ -152,14 +152,23 @@ pub fn local_config() -> ProxyConfig {
 }
 
 pub async fn start_proxy(config: ProxyConfig) -> TestProxy {
+    start_proxy_on(config, None).await
+}
+
+/// `threads: Some(n)` serves with [`Proxy::serve_on_threads`].
+pub async fn start_proxy_on(config: ProxyConfig, threads: Option<usize>) -> TestProxy {
     let registry = prometheus::Registry::new();
     let proxy = Proxy::bind(config, &registry).await.unwrap();
     let addrs = proxy.local_addrs();
     let handle = proxy.handle();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(proxy.serve(async move {
+    let stopped = async move {
         let _ = rx.await;
-    }));
+    };
+    let task = match threads {
+        None => tokio::spawn(proxy.serve(stopped)),
+        Some(n) => tokio::spawn(proxy.serve_on_threads(n, stopped)),
+    };
     TestProxy { http: addrs.http, https: addrs.https, handle, registry, stop: Some(tx), task: Some(task) }
 }
 
