@@ -12,7 +12,7 @@
 # Environment: ROUNDS [3], DURATION [10], CONNECTIONS [64], PROXY_CPU [1], LOAD_CPU [0],
 #   CAUSEWAY_BIN [built with cargo into $CARGO_TARGET_DIR], CAUSEWAY_ENGINE_ONLY=1 to bench the proxy engine
 #   alone (proxy/engine/examples/bench_proxy.rs) instead of the binary, CAUSEWAY_ENGINE_WORKERS [1] its tokio
-#   worker threads (0: a current-thread runtime).
+#   worker threads (0: a current-thread runtime), CAUSEWAY_ENGINE_MODE=threads to use Proxy::serve_on_threads.
 # Needs: wrk, nginx, haproxy, taskset, python3, cargo. Traffic stays on 127.0.0.1; ports are picked at run time.
 set -euo pipefail
 
@@ -151,6 +151,7 @@ HAPROXY_PID=$!
 CAUSEWAY_PORT=$(free_port)
 if [[ "${CAUSEWAY_ENGINE_ONLY:-0}" == 1 ]]; then
     taskset -c "$PROXY_CPU" "$ENGINE" "127.0.0.1:$CAUSEWAY_PORT" "127.0.0.1:$BACKEND_PORT" "${CAUSEWAY_ENGINE_WORKERS:-1}" \
+        "${CAUSEWAY_ENGINE_MODE:-serve}" \
         >"$WORK/causeway.log" 2>&1 &
 else
     mkdir -p "$WORK/manifests"

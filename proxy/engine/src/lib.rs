@@ -47,6 +47,8 @@
 //!     r = proxy.serve(async { let _ = stop_rx.await; }) => r?,  // stop accepting, drain (bounded), return
 //!     r = admin.serve(std::future::pending()) => r?,
 //! }
+//! // Or `proxy.serve_on_threads(n, shutdown)`: the data path on n dedicated current-thread runtimes, cheaper
+//! // per request than tokio's work-stealing scheduler.
 //! # let _ = diagnostics;
 //! # Ok(())
 //! # }
