@@ -529,6 +529,24 @@ mod tests {
     }
 
     #[test]
+    fn lookup_never_panics_on_odd_hosts_and_paths() {
+        let table = RouteTable {
+            virtual_hosts: vec![
+                VirtualHost { host: "*.a.b".parse().unwrap(), routes: vec![mk_route(PathMatch::prefix("/x"), "w")] },
+                VirtualHost { host: HostPattern::Any, routes: vec![mk_route(PathMatch::Exact("/".into()), "any")] },
+            ],
+            ..RouteTable::default()
+        };
+        let compiled = mk_compiler().compile(Arc::new(table));
+        let odd = ["", ".", "..", ":", "[", "]", "[::1", "a.b:", ":80", "é.a.b", "x.a.b.", "*.a.b", "\u{0}", "a..b"];
+        for host in odd {
+            for path in ["", "/", "*", "/x", "/x/", "x", "//", "/é"] {
+                let _ = compiled.route_for(host, path);
+            }
+        }
+    }
+
+    #[test]
     fn host_normalisation() {
         assert_eq!(normalize_host("Example.COM:443"), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");

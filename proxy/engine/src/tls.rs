@@ -218,6 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn der_reader_never_panics() {
+        // Every prefix and many corruptions of a real certificate, plus random bytes.
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example".to_owned()]).unwrap();
+        let der = cert.cert.der().to_vec();
+        for end in 0..der.len() {
+            let _ = not_after_unix(&der[..end]);
+        }
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..5000 {
+            let mut bytes = der.clone();
+            let i = (next() as usize) % bytes.len();
+            bytes[i] = next() as u8;
+            let _ = not_after_unix(&bytes);
+            let random: Vec<u8> = (0..(next() % 64)).map(|_| next() as u8).collect();
+            let _ = not_after_unix(&random);
+            let _ = load_pem(&random, &random);
+        }
+    }
+
+    #[test]
     fn mismatched_key_is_refused() {
         let a = rcgen::generate_simple_self_signed(vec!["a.example".to_owned()]).unwrap();
         let b = rcgen::generate_simple_self_signed(vec!["b.example".to_owned()]).unwrap();
