@@ -4,7 +4,9 @@
 # For each iptables backend and size it prints: render time, the agent's full sync (iptables-save + render +
 # iptables-restore --noflush), a one-Service endpoint change and a one-Service add (partial syncs), the same
 # endpoint change written the way kube-proxy's partial sync writes it (top-level chains in full), and a plain
-# `iptables-restore --noflush` of the same full ruleset into a fresh namespace.
+# `iptables-restore --noflush` of the same full ruleset into a fresh namespace. chg_render_ms is the CPU part of
+# the one-Service change (incremental build + diff); empty_restore_ms is what iptables-restore costs for an empty
+# batch on that ruleset (the floor of any change).
 #
 # Usage (root): tests/bench/rules.sh            SIZES="1000 5000 10000" BACKENDS="nft legacy"
 # Never touches the root namespace's rules: everything runs under `ip netns exec`.
@@ -34,7 +36,7 @@ trap cleanup EXIT
 
 get() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
 
-printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s\n' backend svcs render_ms full_sync_ms one_change_ms one_add_ms kp_style_chg_ms plain_full_ms chg_render_ms
+printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s %17s\n' backend svcs render_ms full_sync_ms one_change_ms one_add_ms kp_style_chg_ms plain_full_ms chg_render_ms empty_restore_ms
 for backend in $BACKENDS; do
     restore="iptables-$backend-restore"
     save="iptables-$backend-save"
@@ -48,10 +50,10 @@ for backend in $BACKENDS; do
         ip netns exec "$NS_B" "$restore" --noflush -w 5 <"$TMP/full.rules"
         end=$(date +%s.%N)
         plain=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", (b - a) * 1000 }')
-        printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s\n' "$backend" "$n" \
+        printf '%-7s %6s %10s %12s %14s %12s %16s %14s %15s %17s\n' "$backend" "$n" \
             "$(get render_full_ms "$out")" "$(get agent_full_sync_ms "$out")" \
             "$(get agent_one_service_change_ms "$out")" "$(get agent_one_service_add_ms "$out")" \
-            "$(get kube_proxy_style_one_service_change_ms "$out")" "$plain" "$(get partial_render_ms "$out")"
+            "$(get kube_proxy_style_one_service_change_ms "$out")" "$plain" "$(get partial_render_ms "$out")" "$(get empty_restore_ms "$out")"
         ip netns del "$NS_A"
         ip netns del "$NS_B"
     done
