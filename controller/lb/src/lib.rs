@@ -21,9 +21,13 @@
 //! Which Services: type LoadBalancer with `spec.loadBalancerClass` unset, `causeway.dev/proxy` or
 //! `causeway.dev/lb` ([`OUR_CLASSES`]); any other class belongs to someone else and is ignored.
 //!
-//! What it deliberately does not do: no I/O, no Kubernetes client, no status or Event writes (the leader's
-//! writer turns [`LbPlan`] into them), no announcement (that is `causeway-announce` on each node), and no
-//! dual-stack allocation yet (a Service gets one address of its first IP family, or the addresses it asks for).
+//! With feature `kube`, [`writer`] holds the leader's `services/status` writer (merge patches of
+//! `status.loadBalancer`); Events for the diagnostics go through the controller's Event writer like every other
+//! diagnostic.
+//!
+//! What it deliberately does not do: no I/O and no Kubernetes client outside the `kube` feature, no Events, no
+//! announcement (that is `causeway-announce` on each node), and no dual-stack allocation yet (a Service gets one
+//! address of its first IP family, or the addresses it asks for).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +38,8 @@ mod pool;
 mod service;
 #[cfg(test)]
 mod test_util;
+#[cfg(feature = "kube")]
+pub mod writer;
 
 pub use addr::{AddrRange, Family};
 pub use alloc::{Allocation, Assignment, PoolUsage, allocate};
