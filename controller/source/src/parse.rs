@@ -17,7 +17,8 @@ pub fn file_ref(file_name: &str) -> ObjectRef {
 ///
 /// - `*.json` files hold one JSON object, several concatenated ones, or a `List` (`{"kind": "List", "items": [...]}`);
 ///   every other file is YAML with any number of `---`-separated documents (a document may also be a `List`).
-/// - Each document is dispatched by `apiVersion` + `kind` to the k8s-openapi type (see [`Kind::from_api`]); kinds
+/// - Each document is dispatched by `apiVersion` + `kind` to the k8s-openapi type, or for `causeway.dev/v1alpha1`
+///   IPPool to [`causeway_translate::IpPool`] (unknown `spec` fields are errors) (see [`Kind::from_api`]); kinds
 ///   Causeway does not use give a warning and are skipped.
 /// - Defaults the API server would fill in are filled in (see [`crate::defaults`]).
 ///
