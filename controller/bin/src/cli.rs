@@ -68,6 +68,15 @@ pub struct RunArgs {
     /// Service (`namespace/name`) whose addresses are written to Ingress status.
     #[arg(long, value_name = "NS/NAME")]
     pub publish_service: Option<String>,
+    /// Namespace of the leader-election Lease [default: $POD_NAMESPACE, else causeway-system].
+    #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "causeway")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease [default: $POD_NAME, else the host name and process id].
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

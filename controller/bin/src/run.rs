@@ -9,6 +9,7 @@ use causeway_translate::TranslateConfig;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Builds the runtime (`--worker-threads`) and runs the proxy until SIGTERM/SIGINT.
@@ -74,16 +75,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let proxy = Proxy::bind(config, &registry).await.context("binding the proxy listeners")?;
     let readiness = Readiness::new();
-    let admin = AdminServer::bind(args.admin_addr, registry, readiness.clone(), proxy.table_view())
+    let admin = AdminServer::bind(args.admin_addr, registry.clone(), readiness.clone(), proxy.table_view())
         .await
         .with_context(|| format!("binding the admin listener on {}", args.admin_addr))?;
+    let mut cluster: Option<Cluster> = None;
     let addrs = proxy.local_addrs();
     tracing::info!(message = "Listening.", http = %addrs.http, https = %addrs.https, admin = %admin.local_addr());
 
     // Sources feed one index; nothing is published until every source finished its initial list.
     let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(1024);
-    let mut index_rx = match (&args.source.manifests, &args.source.kubeconfig) {
-        (Some(dir), _) => {
+    let mut index_rx = match &args.source.manifests {
+        Some(dir) => {
             let (index_rx, _feed) = IndexFeed::spawn([causeway_source::source_name(dir)], events_rx);
             let dir = dir.clone();
             tokio::spawn(async move {
@@ -93,9 +95,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             });
             index_rx
         }
-        (None, _) => bail!(
-            "no source: pass --manifests DIR (the Kubernetes API source is not wired into this build yet)"
-        ),
+        None => {
+            let (index_rx, _feed) = IndexFeed::spawn([causeway_kube::CLUSTER_SOURCE], events_rx);
+            cluster = Some(start_cluster(&args, &registry, events_tx).await?);
+            index_rx
+        }
     };
 
     // One shutdown signal for every task.
@@ -111,6 +115,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Translate each published index and swap the result in. One table per index version.
     let handle = proxy.handle();
+    let writers = cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone()));
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let translator = tokio::spawn(async move {
         let mut seen: BTreeSet<Diagnostic> = BTreeSet::new();
@@ -120,7 +125,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             if let Some(index) = index {
                 let table = causeway_translate::route_table(&index, &translate);
                 let mut diagnostics = table.diagnostics.clone();
+                if let Some((owned, _)) = &writers {
+                    owned.send_replace(causeway_kube::ingresses_with_routes(&table));
+                }
                 diagnostics.extend(handle.store(table));
+                if let Some((_, events)) = &writers {
+                    events.send_replace(Arc::new(diagnostics.clone()));
+                }
                 log_new_diagnostics(&mut seen, diagnostics);
                 readiness.set_ready(true);
                 if let Some(first) = first.take() {
@@ -146,8 +157,81 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     proxy.serve(stopped(stop_rx)).await.context("serving")?;
     translator.abort();
     admin_task.abort();
+    if let Some(cluster) = cluster {
+        // Release the Lease so another replica takes over at once instead of after the lease duration.
+        cluster.leader.shutdown().await;
+    }
     tracing::info!(message = "Drained; exiting.");
     Ok(())
+}
+
+/// The Kubernetes side of `run`: the watchers, the leader elector and the leader-only writers.
+struct Cluster {
+    leader: causeway_kube::LeaderHandle,
+    /// The Ingresses we serve, for the status writer.
+    owned: tokio::sync::watch::Sender<causeway_kube::OwnedIngresses>,
+    /// The current diagnostics, for the Event writer.
+    diagnostics: tokio::sync::watch::Sender<Arc<Vec<Diagnostic>>>,
+}
+
+async fn start_cluster(
+    args: &RunArgs,
+    registry: &prometheus::Registry,
+    events_tx: mpsc::Sender<SourceEvent>,
+) -> anyhow::Result<Cluster> {
+    use causeway_kube as ck;
+    let config = match &args.source.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no --manifests DIR and no Kubernetes configuration (not in a cluster, no $KUBECONFIG, no --kubeconfig)",
+        )?,
+    };
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let metrics = ck::KubeMetrics::register(registry).context("registering the Kubernetes metrics")?;
+    let publish = match (&args.publish_address, &args.publish_service) {
+        (Some(_), Some(_)) => bail!("--publish-address and --publish-service are mutually exclusive"),
+        (Some(ip), None) => Some(ck::Publish::Addresses(vec![ip.to_string()])),
+        (None, Some(service)) => Some(ck::Publish::service(service).context("--publish-service")?),
+        (None, None) => None,
+    };
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = ck::LeaseConfig::new(args.lease_namespace.clone(), args.lease_name.clone(), identity.clone());
+
+    // Missing RBAC is one clear start-up error naming every verb and resource, not a watcher retrying a 403.
+    let mut needed = ck::watch_required_access();
+    needed.extend(lease.required_access());
+    needed.extend(ck::event_required_access());
+    if let Some(publish) = &publish {
+        needed.extend(publish.required_access());
+    }
+    ck::check_access(&client, &needed).await?;
+
+    tokio::spawn(ck::watch_cluster(client.clone(), events_tx, metrics.clone()));
+    let leader = ck::spawn_elector(client.clone(), lease, metrics.clone());
+    let (owned, owned_rx) = tokio::sync::watch::channel(None);
+    let (diagnostics, diagnostics_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    if let Some(publish) = publish {
+        tokio::spawn(ck::run_status_writer(client.clone(), publish, leader.is_leader(), owned_rx, metrics.clone()));
+    }
+    tokio::spawn(ck::run_event_writer(
+        client,
+        args.source.controller_name.clone(),
+        identity,
+        leader.is_leader(),
+        diagnostics_rx,
+        metrics,
+    ));
+    Ok(Cluster { leader, owned, diagnostics })
 }
 
 /// Logs each diagnostic once, when it first appears, and notes the ones that went away.
