@@ -220,7 +220,13 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
             ));
             continue;
         }
-        let ranges = || candidates.iter().flat_map(|p| p.ranges.iter().map(move |r| (*p, r)));
+        let family = svc.family;
+        let ranges = || {
+            candidates
+                .iter()
+                .flat_map(|p| p.ranges.iter().map(move |r| (*p, r)))
+                .filter(move |(_, r)| r.family() == family)
+        };
         let shared = svc.sharing_key.as_ref().and_then(|_| {
             ranges().find_map(|(p, r)| {
                 holders
@@ -229,11 +235,7 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
                     .map(|(ip, _)| (*ip, p))
             })
         });
-        let pick = shared.or_else(|| {
-            ranges()
-                .filter(|(_, r)| r.family() == svc.family)
-                .find_map(|(p, r)| first_free(r, &holders).map(|ip| (ip, p)))
-        });
+        let pick = shared.or_else(|| ranges().find_map(|(p, r)| first_free(r, &holders).map(|ip| (ip, p))));
         match pick {
             Some((ip, pool)) => {
                 hold(&mut holders, ip, svc);

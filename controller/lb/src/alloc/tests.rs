@@ -181,6 +181,16 @@ fn allocation_table() {
             "v6 fd00::10 (dual)\n",
         ),
         (
+            "sharing never crosses address families",
+            pools(&[("dual", &["10.0.0.0/30", "fd00::10/126"][..])]),
+            vec![mk_svc("v4", 1).sharing("k", &[80]), {
+                let mut s = mk_svc("v6", 2).sharing("k", &[443]);
+                s.family = Family::V6;
+                s
+            }],
+            "v4 10.0.0.0 (dual)\nv6 fd00::10 (dual)\n",
+        ),
+        (
             "an unparsable request keeps what the Service holds and gets nothing new",
             pools(&p30),
             vec![
