@@ -76,7 +76,8 @@ fn hold<'a>(holders: &mut Holders<'a>, ip: IpAddr, svc: &'a LbService) {
 /// Rules, in this order:
 /// 1. **Stable**: an address in `status.loadBalancer.ingress` ([`LbService::current`]) stays while it lies in a
 ///    pool (a disabled one too), fits what the Service asks for (its requested addresses, its named pool, the
-///    pool's selector), and no older Service holds it without being able to share it. At most one per family.
+///    pool's selector — an invalid selector takes nothing away), and no older Service holds it without being
+///    able to share it. At most one per family.
 /// 2. **Requested**: annotation `causeway.dev/loadBalancerIPs` or `spec.loadBalancerIP` — each address must be in
 ///    a pool (the named one, if any), that pool must be enabled and select the Service, and the address must be
 ///    free or shareable; otherwise an error naming the holder or the pool, and the Service stays pending. All
@@ -115,9 +116,11 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
                 diags.push(Diagnostic::warning(obj.clone(), field, format!("{ip} is in no IPPool any more; released")));
                 continue;
             };
+            // An invalid selector (`Nothing`, already reported on the pool) gives no new addresses but takes
+            // none away: bad input must not move what is allocated.
             let fits = (svc.requested.is_empty() || svc.requested.contains(&ip))
                 && svc.pool.as_ref().is_none_or(|want| *want == pool.name)
-                && pool.selector.matches(&svc.labels);
+                && (pool.selector == crate::Selector::Nothing || pool.selector.matches(&svc.labels));
             if !fits {
                 // The Service now asks for something else: re-evaluated below.
                 continue;

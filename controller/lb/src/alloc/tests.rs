@@ -157,6 +157,17 @@ fn allocation_table() {
              this Service (spec.serviceSelector); it stays pending\n",
         ),
         (
+            "an invalid selector keeps what Services hold and gives nothing new",
+            {
+                let mut p = pools(&p30);
+                p[0].selector = crate::Selector::Nothing;
+                p
+            },
+            vec![mk_svc("held", 1).holding(&["10.0.0.2"]), mk_svc("new", 2)],
+            "held 10.0.0.2 (a)\npending new\n\
+             Warning Service default/new spec: no IPPool serves this Service (V4 addresses); it stays pending\n",
+        ),
+        (
             "a status address no pool contains any more is released and replaced",
             pools(&p30),
             vec![mk_svc("a", 1).holding(&["192.168.0.1"])],
