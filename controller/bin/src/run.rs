@@ -126,7 +126,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let table = causeway_translate::route_table(&index, &translate);
                 let mut diagnostics = table.diagnostics.clone();
                 if let Some((owned, _)) = &writers {
-                    owned.send_replace(causeway_kube::ingresses_with_routes(&table));
+                    owned.send_replace(Some(Arc::new(causeway_translate::owned_ingresses(&index, &translate))));
                 }
                 diagnostics.extend(handle.store(table));
                 if let Some((_, events)) = &writers {

@@ -175,6 +175,19 @@ fn ingress_ref(ing: &Ingress) -> ObjectRef {
     )
 }
 
+/// The keys of every Ingress of our class.
+pub(crate) fn owned(index: &Index, config: &TranslateConfig) -> std::collections::BTreeSet<crate::ObjectKey> {
+    let mut ignored = Vec::new();
+    index
+        .ingresses()
+        .filter(|ing| is_ours(ing, &ingress_ref(ing), index, config, &mut ignored))
+        .map(|ing| {
+            let obj = ingress_ref(ing);
+            crate::ObjectKey::new(crate::Kind::Ingress, obj.namespace, obj.name)
+        })
+        .collect()
+}
+
 /// Ingress class selection (see [`crate::route_table`]).
 fn is_ours(
     ing: &Ingress,

@@ -101,6 +101,12 @@ pub fn route_table(index: &Index, config: &TranslateConfig) -> RouteTable {
     table
 }
 
+/// The Ingresses of our class (the same selection [`route_table`] makes), whether or not any of their rules
+/// produced a route: the set whose `status.loadBalancer` the controller owns.
+pub fn owned_ingresses(index: &Index, config: &TranslateConfig) -> std::collections::BTreeSet<ObjectKey> {
+    ingress::owned(index, config)
+}
+
 /// Remove repeated diagnostics, keeping the first of each.
 pub(crate) fn dedup(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut seen = std::collections::HashSet::new();

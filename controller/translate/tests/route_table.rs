@@ -775,3 +775,25 @@ fn table_serialises_to_json_without_keys() {
     assert!(!json.to_string().contains("PRIVATE KEY"));
     assert_eq!(table.virtual_hosts[0].host, "j.example.com".parse::<HostPattern>().expect("host"));
 }
+
+#[test]
+fn owned_ingresses_are_those_of_our_class_even_without_valid_rules() {
+    let bad_rule = "  rules:
+  - host: bad_host!
+    http: {paths: [{path: nope, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+";
+    let good_rule = "  rules:
+  - host: ok.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+";
+    let yaml = format!(
+        "{CLASS}{}{}{}{}",
+        service("web", &["10.244.1.5"]),
+        ingress("broken", bad_rule),
+        ingress("fine", good_rule),
+        ingress("theirs", good_rule).replace("ingressClassName: causeway", "ingressClassName: nginx"),
+    );
+    let owned = causeway_translate::owned_ingresses(&index(&yaml), &TranslateConfig::default());
+    let names: Vec<String> = owned.iter().map(|k| format!("{}/{}", k.namespace, k.name)).collect();
+    assert_eq!(names, ["default/broken", "default/fine"]);
+}
