@@ -4,7 +4,7 @@
 # module proxy (no git clone, no github.com download, no apt source changes).
 #
 # The binaries are cached by version outside the repository, so only the first run on a machine pays the build:
-#   $CAUSEWAY_CLUSTER_CACHE/k8s-<version>/{kube-apiserver,kubectl}
+#   $CAUSEWAY_CLUSTER_CACHE/k8s-<version>/{kube-apiserver,kubectl,kube-proxy}
 #   $CAUSEWAY_CLUSTER_CACHE/etcd-<version>/etcd
 # The script is idempotent. Its last lines are `KUBE_APISERVER=...`, `KUBECTL=...` and `ETCD=...`, which
 # `start.sh` and the Rust tests read (they also find the binaries on their own from the same defaults).
@@ -64,6 +64,7 @@ write_k8s_wrapper() {
         echo "tool ("
         echo "	k8s.io/kubernetes/cmd/kube-apiserver"
         echo "	k8s.io/kubernetes/cmd/kubectl"
+        echo "	k8s.io/kubernetes/cmd/kube-proxy"
         echo ")"
         echo
         echo "replace ("
@@ -74,13 +75,17 @@ write_k8s_wrapper() {
 }
 
 build_k8s() {
-    local work="$K8S_DIR/src" start ldflags pkg
-    if [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$K8S_DIR/kubectl" ]; then
-        log "kube-apiserver $K8S_VERSION already built (cached)"
+    local work="$K8S_DIR/src" start ldflags pkg missing=()
+    # kube-proxy is built too: the node agent's rules are compared with upstream kube-proxy's on the same objects.
+    for pkg in kube-apiserver kubectl kube-proxy; do
+        [ -x "$K8S_DIR/$pkg" ] || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "kube-apiserver, kubectl and kube-proxy $K8S_VERSION already built (cached)"
         return
     fi
     start=$(date +%s)
-    log "building kube-apiserver and kubectl $K8S_VERSION (first run on this machine; this takes a while)"
+    log "building ${missing[*]} $K8S_VERSION (first run on this machine; this takes a while)"
     mkdir -p "$K8S_DIR"
     write_k8s_wrapper "$work"
     (cd "$work" && "${NICE[@]}" "$GO" mod tidy) || die "go mod tidy failed for the k8s wrapper in $work."
@@ -93,12 +98,12 @@ build_k8s() {
         ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
         ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
-    for pkg in kube-apiserver kubectl; do
+    for pkg in "${missing[@]}"; do
         (cd "$work" && "${NICE[@]}" "$GO" build -trimpath -ldflags "$ldflags" -o "$K8S_DIR/$pkg.tmp" \
             "k8s.io/kubernetes/cmd/$pkg") || die "go build k8s.io/kubernetes/cmd/$pkg@$K8S_VERSION failed (see above)."
         mv "$K8S_DIR/$pkg.tmp" "$K8S_DIR/$pkg"
     done
-    log "kube-apiserver and kubectl built in $(( $(date +%s) - start )) s"
+    log "${missing[*]} built in $(( $(date +%s) - start )) s"
 }
 
 build_etcd() {
@@ -148,4 +153,5 @@ build_k8s
 
 echo "KUBE_APISERVER=$K8S_DIR/kube-apiserver"
 echo "KUBECTL=$K8S_DIR/kubectl"
+echo "KUBE_PROXY=$K8S_DIR/kube-proxy"
 echo "ETCD=$ETCD_DIR/etcd"
