@@ -21,7 +21,7 @@
 //! Which Services: type LoadBalancer with `spec.loadBalancerClass` unset, `causeway.dev/proxy` or
 //! `causeway.dev/lb` ([`OUR_CLASSES`]); any other class belongs to someone else and is ignored.
 //!
-//! With feature `kube`, [`writer`] holds the leader's `services/status` writer (merge patches of
+//! With feature `kube`, module `writer` holds the leader's `services/status` writer (merge patches of
 //! `status.loadBalancer`); Events for the diagnostics go through the controller's Event writer like every other
 //! diagnostic.
 //!
