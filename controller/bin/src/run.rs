@@ -115,7 +115,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Translate each published index and swap the result in. One table per index version.
     let handle = proxy.handle();
-    let writers = cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone()));
+    let writers = cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone()));
+    let manifests_mode = cluster.is_none();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let translator = tokio::spawn(async move {
         let mut seen: BTreeSet<Diagnostic> = BTreeSet::new();
@@ -123,13 +124,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         loop {
             let index = index_rx.borrow_and_update().clone();
             if let Some(index) = index {
-                let table = causeway_translate::route_table(&index, &translate);
+                // LoadBalancer addresses: in a cluster the leader writes them into Service status and the watch
+                // brings them back; a manifests directory has nobody to write status, so translation reads the
+                // allocation directly (it is deterministic, so every component computing it agrees).
+                let lb = causeway_lb::plan(&index, "");
+                let table = if manifests_mode {
+                    let assigned = causeway_lb::with_assigned_status(&index, &lb.assignments);
+                    causeway_translate::route_table(&assigned, &translate)
+                } else {
+                    causeway_translate::route_table(&index, &translate)
+                };
                 let mut diagnostics = table.diagnostics.clone();
-                if let Some((owned, _)) = &writers {
+                diagnostics.extend(lb.diagnostics.iter().cloned());
+                if let Some((owned, _, lb_status)) = &writers {
                     owned.send_replace(Some(Arc::new(causeway_translate::owned_ingresses(&index, &translate))));
+                    lb_status.send_replace(Arc::new(causeway_lb::status_updates(&index, &lb.assignments)));
                 }
                 diagnostics.extend(handle.store(table));
-                if let Some((_, events)) = &writers {
+                if let Some((_, events, _)) = &writers {
                     events.send_replace(Arc::new(diagnostics.clone()));
                 }
                 log_new_diagnostics(&mut seen, diagnostics);
@@ -172,6 +184,8 @@ struct Cluster {
     owned: tokio::sync::watch::Sender<causeway_kube::OwnedIngresses>,
     /// The current diagnostics, for the Event writer.
     diagnostics: tokio::sync::watch::Sender<Arc<Vec<Diagnostic>>>,
+    /// LoadBalancer status writes the allocation needs, for the leader's Service status writer.
+    lb_status: tokio::sync::watch::Sender<causeway_lb::writer::StatusUpdates>,
 }
 
 async fn start_cluster(
@@ -214,6 +228,8 @@ async fn start_cluster(
     if let Some(publish) = &publish {
         needed.extend(publish.required_access());
     }
+    // The LoadBalancer allocator's status writes (merge patches on services/status).
+    needed.push(ck::Access { verb: "patch", group: "", resource: "services/status", namespace: None });
     ck::check_access(&client, &needed).await?;
 
     tokio::spawn(ck::watch_cluster(client.clone(), events_tx, metrics.clone()));
@@ -223,6 +239,13 @@ async fn start_cluster(
     if let Some(publish) = publish {
         tokio::spawn(ck::run_status_writer(client.clone(), publish, leader.is_leader(), owned_rx, metrics.clone()));
     }
+    let (lb_status, lb_status_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    tokio::spawn(causeway_lb::writer::run_status_writer(
+        client.clone(),
+        leader.is_leader(),
+        lb_status_rx,
+        std::time::Duration::from_secs(1),
+    ));
     tokio::spawn(ck::run_event_writer(
         client,
         args.source.controller_name.clone(),
@@ -231,7 +254,7 @@ async fn start_cluster(
         diagnostics_rx,
         metrics,
     ));
-    Ok(Cluster { leader, owned, diagnostics })
+    Ok(Cluster { leader, owned, diagnostics, lb_status })
 }
 
 /// Logs each diagnostic once, when it first appears, and notes the ones that went away.
