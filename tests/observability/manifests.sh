@@ -5,10 +5,13 @@
 #   2. When the test control plane of tests/cluster/ is built (kube-apiserver + etcd in its cache), against a
 #      throwaway API server: `kubectl apply --dry-run=server -k manifests/` is accepted; after a real apply,
 #      `kubectl auth can-i` as each ServiceAccount matches what the binaries need and nothing more; the IPPool
-#      CRD's validation accepts good pools and rejects bad ones.
+#      CRD's validation accepts good pools and rejects bad ones; the real `causeway` (CAUSEWAY_BIN) starts with
+#      the Deployment's arguments under exactly the manifests' roles and becomes ready, holding its Lease.
 # Without the control plane, part 2 is reported as skipped (not passed).
 #
-# Usage: tests/observability/manifests.sh       Env: CAUSEWAY_BIN, CAUSEWAY_NODE_BIN (optional, for --help)
+# Usage: tests/observability/manifests.sh
+# Env: CAUSEWAY_BIN, CAUSEWAY_NODE_BIN (optional): their --help is checked for the flags the manifests pass, and
+#      with the control plane, `causeway` runs against it under the manifests' RBAC only.
 # Prints one line per check and a closing `N passed, M failed[, K skipped]`; exits non-zero on any failure.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -175,6 +178,58 @@ EOF
             fail "IPPool defaults: $(cat "$WORK/out"; k get ippool defaults -o jsonpath='{.spec}' 2>&1)"
         fi
         pool bad-operator reject '{"blocks":[{"cidr":"10.0.0.0/24"}],"serviceSelector":{"matchExpressions":[{"key":"a","operator":"Maybe"}]}}' 'Unsupported value: "Maybe"'
+
+        # The real controller under exactly these roles: a user with no permissions of its own is bound to the
+        # ClusterRole `causeway` and the Role `causeway-leader-election`, then `causeway run` starts with the
+        # Deployment's own arguments (listeners moved to free loopback ports). Its start-up access review and
+        # its watches must pass: /readyz answers 200 and nothing is denied.
+        if [ -n "${CAUSEWAY_BIN:-}" ] && [ -x "$CAUSEWAY_BIN" ]; then
+            k create clusterrolebinding obs-limited-causeway --clusterrole=causeway --group=causeway:limited >/dev/null
+            k -n causeway-system create rolebinding obs-limited-lease --role=causeway-leader-election \
+                --group=causeway:limited >/dev/null
+            free_port() {
+                python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+            }
+            admin="$(free_port)"
+            mapfile -t dargs < <("$PY" - "$WORK/all.yaml" "$(free_port)" "$(free_port)" "$admin" <<'EOF'
+import sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "causeway")
+args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+moved = {"--http-addr": sys.argv[2], "--https-addr": sys.argv[3], "--admin-addr": sys.argv[4]}
+for a in args:
+    key = a.split("=", 1)[0]
+    print(f"{key}=127.0.0.1:{moved[key]}" if key in moved else a)
+EOF
+            )
+            POD_NAME=obs-rbac POD_NAMESPACE=causeway-system "$CAUSEWAY_BIN" "${dargs[@]}" \
+                --kubeconfig "$CLUSTER_DIR/limited.kubeconfig" >"$WORK/causeway.log" 2>&1 &
+            cw_pid=$!
+            deadline=$(( $(date +%s) + 60 ))
+            until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$admin/readyz" 2>/dev/null; do
+                if ! kill -0 "$cw_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then break; fi
+                sleep 0.2
+            done
+            if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$admin/readyz" 2>/dev/null; then
+                ok "causeway ${dargs[*]} is ready under the manifests' RBAC only"
+            else
+                fail "causeway under the manifests' RBAC did not become ready: $(tail -n 5 "$WORK/causeway.log")"
+            fi
+            if grep -qiE "forbidden|permission denied|denies" "$WORK/causeway.log"; then
+                fail "causeway under the manifests' RBAC was denied: $(grep -iE 'forbidden|permission denied|denies' "$WORK/causeway.log" | head -n 3 | cut -c1-300)"
+            else
+                ok "causeway under the manifests' RBAC: nothing denied"
+            fi
+            lease_holder="$(k -n causeway-system get lease causeway -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+            [ "$lease_holder" = obs-rbac ] && ok "causeway holds its Lease in causeway-system" \
+                || fail "Lease causeway-system/causeway holder is '$lease_holder', want obs-rbac"
+            kill -TERM "$cw_pid" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$cw_pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$cw_pid" 2>/dev/null || true
+        else
+            skipped=$((skipped + 1))
+            echo "skip  causeway under the manifests' RBAC: set CAUSEWAY_BIN to a built causeway"
+        fi
     fi
 fi
 
