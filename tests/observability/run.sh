@@ -39,6 +39,19 @@ docs_check() {
     return "$rc"
 }
 
+# The binaries, built once for every check (debug, as the rest of the suite).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/causeway-target}"
+if [ -z "${CAUSEWAY_BIN:-}" ] || [ -z "${CAUSEWAY_NODE_BIN:-}" ]; then
+    printf '\n=== building causeway and causeway-node (%s)\n' "$(date -u +%H:%M:%S)"
+    if (cd "$ROOT" && cargo build -q -p causeway -p causeway-node); then
+        export CAUSEWAY_BIN="${CAUSEWAY_BIN:-$CARGO_TARGET_DIR/debug/causeway}"
+        export CAUSEWAY_NODE_BIN="${CAUSEWAY_NODE_BIN:-$CARGO_TARGET_DIR/debug/causeway-node}"
+    else
+        echo "FAIL  cargo build -p causeway -p causeway-node"
+        failed=$((failed + 1))
+    fi
+fi
+
 run "manifests" "$HERE/manifests.sh"
 run "docs" docs_check
 run "prometheus and dashboards" "$HERE/prometheus.sh"
