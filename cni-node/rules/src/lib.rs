@@ -10,6 +10,10 @@
 //! It also reads `iptables-save` output ([`Dump`]), compares rulesets without caring about rule order where
 //! order does not matter ([`compare`]), and traces a packet through rendered rules ([`trace`]).
 //!
+//! Cost (release build, busy 2-core machine, `tests/bench/rules.sh`): a full render of 10k Services × 3 endpoints
+//! (150k lines) takes ~260 ms; the incremental build plus diff for a one-Service change takes ~11 ms, and yields a
+//! batch of ~20 lines whatever the cluster size.
+//!
 //! What it deliberately does not do: no I/O, no processes, no clocks. Applying the text, holding the xtables
 //! lock and deciding when to sync belong to the agent (`causeway-node`). IPv6 rules render with the same code
 //! (a `Family::V6` context); nftables mode is not implemented.
