@@ -140,9 +140,8 @@ def default_options(kind):
 
 
 INST = 'instance=~"$instance"'
-# The proxy's L4 forwarding (proxy/engine/src/l4.rs) is a stub today: its per-Service series never appear, so
-# the panels that need them stay out until it forwards (the observability test would fail them, rightly).
-L4_TRAFFIC = False
+# The per-Service L4 panels (listeners of loadBalancerClass causeway.dev/proxy Services).
+L4_TRAFFIC = True
 RATE = "$__rate_interval"
 
 

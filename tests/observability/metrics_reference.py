@@ -26,6 +26,7 @@ SOURCES = [
     ("cni-node/agent/src", "causeway-node"),
     ("cni-node/rules/src", "causeway-node"),
     ("cni-node/ipam/src", "causeway-node"),
+    ("cni-node/announce/src", "causeway-node"),
 ]
 METRIC = re.compile(r'"(causeway_[a-z0-9_]+)"\s*,\s*"((?:[^"\\]|\\.)*)"')
 KIND = re.compile(r"(IntCounterVec|IntCounter|CounterVec|Counter|IntGaugeVec|IntGauge|GaugeVec|Gauge|"
