@@ -14,8 +14,6 @@ import re
 import subprocess
 import sys
 
-import yaml
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS = "causeway-system"
 
@@ -85,6 +83,8 @@ def flags_in(args):
 
 
 def main():
+    import yaml  # only here: metrics_reference.py imports source_flags without needing PyYAML
+
     src = sys.argv[1] if len(sys.argv) > 1 else "-"
     text = sys.stdin.read() if src == "-" else open(src, encoding="utf-8").read()
     objs = [o for o in yaml.safe_load_all(text) if o]

@@ -93,7 +93,13 @@ inside() {
         kubectl --kubeconfig "$kc" create namespace causeway-system >/dev/null 2>&1 || true
         # The same objects, minus what the API server refuses (loopback endpoint addresses; status on create),
         # plus an Ingress naming a Service that does not exist (a diagnostic, hence an Event).
-        python3 - "$M/objects.yaml" "$W/kube-objects.yaml" <<'PY'
+        local py=python3
+        "$py" -c 'import yaml' 2>/dev/null || py=/usr/bin/python3
+        if ! "$py" -c 'import yaml' 2>/dev/null; then
+            fail "Kubernetes source: PyYAML is needed (apt-get install python3-yaml)"
+            return 1
+        fi
+        "$py" - "$M/objects.yaml" "$W/kube-objects.yaml" <<'PY'
 import sys, yaml
 objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
 for o in objs:
@@ -505,6 +511,10 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
         pid="$(cat /run/prometheus/prometheus.pid)"
         if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = prometheus ]; then kill -TERM "$pid" || true; fi
     fi
+fi
+# PyYAML for the Kubernetes-source phase (Debian's python3-yaml when the first python3 has none).
+if ! python3 -c 'import yaml' 2>/dev/null && ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-yaml >/dev/null || true
 fi
 for tool in curl openssl python3 ip iptables-restore; do
     command -v "$tool" >/dev/null || { echo "prometheus.sh: $tool is needed"; echo "0 passed, 1 failed"; exit 1; }
