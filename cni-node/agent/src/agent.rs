@@ -124,14 +124,33 @@ pub async fn rules_task(
     loop {
         if !pending {
             let far = Instant::now() + Duration::from_secs(86_400);
+            let mut periodic = false;
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
                         return;
                     }
                 }
-                _ = sleep_until(next_periodic) => {}
+                _ = sleep_until(next_periodic) => periodic = true,
                 _ = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
+            }
+            if periodic {
+                for (family, sink, slot) in syncers.iter_mut() {
+                    let Some(mut syncer) = slot.take() else { continue };
+                    let (syncer, flushed) = tokio::task::spawn_blocking(move || {
+                        let f = syncer.check_canary();
+                        (syncer, f)
+                    })
+                    .await
+                    .unwrap_or_else(|_| (Syncer::new(sink.clone()), true));
+                    if flushed {
+                        warn!(
+                            message = "Our chains were flushed by someone else; resyncing in full.",
+                            family = family_label(*family)
+                        );
+                    }
+                    *slot = Some(syncer);
+                }
             }
         }
         pending = false;

@@ -103,6 +103,10 @@ struct Args {
     iptables_restore: PathBuf,
     #[arg(long, default_value = "iptables-save")]
     iptables_save: PathBuf,
+    #[arg(long, default_value = "iptables")]
+    iptables: PathBuf,
+    #[arg(long, default_value = "ip6tables")]
+    ip6tables: PathBuf,
     #[arg(long, default_value = "ip6tables-restore")]
     ip6tables_restore: PathBuf,
     #[arg(long, default_value = "ip6tables-save")]
@@ -221,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             let s = IptablesRestore {
                 restore: args.iptables_restore.clone(),
                 save: args.iptables_save.clone(),
+                iptables: args.iptables.clone(),
                 wait_seconds: 5,
                 lock_file: args.xtables_lock.clone(),
             };
@@ -230,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
             let s = IptablesRestore {
                 restore: args.ip6tables_restore.clone(),
                 save: args.ip6tables_save.clone(),
+                iptables: args.ip6tables.clone(),
                 wait_seconds: 5,
                 lock_file: args.xtables_lock.clone(),
             };

@@ -49,6 +49,8 @@ pub trait RuleSink: Send + Sync {
     fn restore(&self, text: &str) -> Result<(), SinkError>;
     /// The current nat and filter tables.
     fn save(&self) -> Result<Dump, SinkError>;
+    /// Whether `chain` exists in `table` (a cheap check, unlike `save` on a large ruleset).
+    fn chain_exists(&self, table: &str, chain: &str) -> Result<bool, SinkError>;
 }
 
 /// The real thing: `iptables-restore --noflush -w` and `iptables-save`, under the xtables lock.
@@ -58,6 +60,8 @@ pub struct IptablesRestore {
     pub restore: PathBuf,
     /// `iptables-save` (or `ip6tables-save`).
     pub save: PathBuf,
+    /// `iptables` (or `ip6tables`), for single-chain queries.
+    pub iptables: PathBuf,
     /// Seconds to wait for the xtables lock (`-w`).
     pub wait_seconds: u32,
     /// The lock file, passed as `XTABLES_LOCKFILE` to the children (the process's own environment is left
@@ -68,12 +72,24 @@ pub struct IptablesRestore {
 impl IptablesRestore {
     /// IPv4 tools from `PATH`, waiting up to 5 s for the lock.
     pub fn v4() -> Self {
-        Self { restore: "iptables-restore".into(), save: "iptables-save".into(), wait_seconds: 5, lock_file: None }
+        Self {
+            restore: "iptables-restore".into(),
+            save: "iptables-save".into(),
+            iptables: "iptables".into(),
+            wait_seconds: 5,
+            lock_file: None,
+        }
     }
 
     /// IPv6 tools from `PATH`.
     pub fn v6() -> Self {
-        Self { restore: "ip6tables-restore".into(), save: "ip6tables-save".into(), wait_seconds: 5, lock_file: None }
+        Self {
+            restore: "ip6tables-restore".into(),
+            save: "ip6tables-save".into(),
+            iptables: "ip6tables".into(),
+            wait_seconds: 5,
+            lock_file: None,
+        }
     }
 
     fn command(&self, program: &PathBuf) -> Command {
@@ -126,6 +142,23 @@ impl RuleSink for IptablesRestore {
         }
         Dump::parse(&text).map_err(|source| SinkError::Parse { program, source })
     }
+
+    fn chain_exists(&self, table: &str, chain: &str) -> Result<bool, SinkError> {
+        let program = self.iptables.display().to_string();
+        let out = self
+            .command(&self.iptables)
+            .arg("-w")
+            .arg(self.wait_seconds.to_string())
+            .arg("-t")
+            .arg(table)
+            .arg("-S")
+            .arg(chain)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| SinkError::Spawn { program, source })?;
+        // Exit status 1 with "No chain/target/match by that name" means it does not exist.
+        Ok(out.status.success())
+    }
 }
 
 /// An in-memory sink that simulates `--noflush` restore on a [`Dump`]; it can be told to reject batches.
@@ -165,5 +198,9 @@ impl RuleSink for FakeSink {
 
     fn save(&self) -> Result<Dump, SinkError> {
         Ok(self.state.lock().clone())
+    }
+
+    fn chain_exists(&self, table: &str, chain: &str) -> Result<bool, SinkError> {
+        Ok(self.state.lock().tables.get(table).is_some_and(|t| t.chains.contains_key(chain)))
     }
 }

@@ -91,6 +91,21 @@ impl Syncer {
         self.need_full = true;
     }
 
+    /// On a periodic tick: if our canary chain is gone (someone flushed the nat table), the next sync is full.
+    /// Returns whether a full sync was requested.
+    pub fn check_canary(&mut self) -> bool {
+        if self.applied.is_none() || self.need_full {
+            return false;
+        }
+        match self.sink.chain_exists("nat", causeway_rules::ruleset::chains::CANARY) {
+            Ok(true) => false,
+            Ok(false) | Err(_) => {
+                self.need_full = true;
+                true
+            }
+        }
+    }
+
     /// Renders `table` for `ctx` and applies it.
     pub fn sync(&mut self, table: &ServiceTable, ctx: &NodeCtx) -> Result<SyncReport, SyncError> {
         let (next, diagnostics) = build_ruleset_incremental(table, ctx, self.applied.as_ref());
@@ -216,5 +231,12 @@ mod tests {
         assert!(s.needs_full());
         *sink.reject_containing.lock() = None;
         assert_eq!(s.sync(&t3, &ctx()).unwrap().kind, SyncKind::Full);
+
+        // Someone flushes and deletes our chains: the canary notices, the next sync is full and restores them.
+        assert!(!s.check_canary());
+        sink.state.lock().tables.get_mut("nat").unwrap().chains.retain(|c, _| !c.starts_with("KUBE-"));
+        assert!(s.check_canary());
+        assert_eq!(s.sync(&t3, &ctx()).unwrap().kind, SyncKind::Full);
+        assert!(sink.state.lock().tables["nat"].chains.contains_key("KUBE-SERVICES"));
     }
 }

@@ -384,3 +384,25 @@ fn routes_follow_nodes_and_cni_config_is_written() {
     assert_eq!(names, ["10-causeway.conflist"]);
     drop(agent);
 }
+
+#[test]
+fn rules_flushed_by_someone_else_are_restored() {
+    let lab = Lab::new(2);
+    let _s1 = Server::start(&lab.pods[1], "pod1", addr("0.0.0.0:8080"));
+    base(&lab);
+    lab.write_manifest("10-web.yaml", &svc_yaml("web", "10.96.0.70", "http", 80, 8080, "ClusterIP", None, ""));
+    lab.write_manifest(
+        "11-web-eps.yaml",
+        &slice_yaml("web", "web-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]),
+    );
+    let agent = lab.start_agent(&["--sync-period", "500ms"]);
+    lab.wait_ready(&agent);
+    assert!(matches!(hello(&lab.pods[0], addr("10.96.0.70:80")), Reply::Hello(..)));
+    // Someone flushes and deletes every nat chain.
+    lab.node.exec(&["iptables", "-t", "nat", "-F"]);
+    lab.node.exec(&["iptables", "-t", "nat", "-X"]);
+    wait_for("the ClusterIP to work again", Duration::from_secs(10), || {
+        matches!(hello(&lab.pods[0], addr("10.96.0.70:80")), Reply::Hello(..)).then_some(())
+    });
+    assert!(agent.log_text().contains("flushed by someone else"), "{}", agent.log_text());
+}

@@ -227,7 +227,8 @@ fn fixed(ctx: &NodeCtx, table: Table) -> (Vec<&'static str>, Vec<(&'static str, 
             (decl, rules)
         }
         Table::Nat => {
-            let mut decl = vec![chains::SERVICES, chains::NODEPORTS, chains::POSTROUTING, chains::MARK_MASQ];
+            let mut decl =
+                vec![chains::SERVICES, chains::NODEPORTS, chains::POSTROUTING, chains::MARK_MASQ, chains::CANARY];
             let random = if ctx.random_fully { " --random-fully" } else { "" };
             let mut rules = vec![
                 (chains::POSTROUTING, format!("-m mark ! --mark {m}/{m} -j RETURN")),

@@ -44,6 +44,8 @@ pub mod chains {
     pub const FIREWALL: &str = "KUBE-FIREWALL";
     /// Our own egress masquerade chain (pods → outside the cluster CIDRs), kindnet's `KIND-MASQ-AGENT` role.
     pub const EGRESS_MASQ: &str = "CAUSEWAY-MASQ";
+    /// Empty chain written on full syncs; if it disappears someone flushed the table, and the agent resyncs in full.
+    pub const CANARY: &str = "KUBE-PROXY-CANARY";
 }
 
 /// One rule in a shared top-level chain (`KUBE-SERVICES`, `KUBE-NODEPORTS`, ...), owned by one service port.
