@@ -17,7 +17,7 @@
 # Where Docker (a reachable engine) or kind is missing it says so and exits 0 without running anything.
 #
 # Usage: tests/e2e/kind/run.sh            Env: CLUSTER [causeway-e2e], KEEP=1, TIMEOUT [300 s per wait],
-#                                              IMAGE [causeway:e2e], SKIP_BUILD=1 (use an IMAGE already built)
+#                                              IMAGE [causeway:e2e] (name:tag), SKIP_BUILD=1 (use an IMAGE already built)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
@@ -127,21 +127,40 @@ spec:
   blocks: [{cidr: "$POOL"}]
 EOF
 
+# finish: the summary line and the exit status.
+finish() {
+    echo
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+# give_up WHAT: without the node agents or the controller no later check can pass; show why and stop.
+give_up() {
+    fail "$1"
+    echo "--- kubectl -n causeway-system get pods -o wide"
+    kubectl -n causeway-system get pods -o wide || true
+    for app in causeway-node causeway; do
+        echo "--- last log lines of $app"
+        kubectl -n causeway-system logs -l "app.kubernetes.io/name=$app" --tail=15 --prefix 2>&1 || true
+    done
+    finish
+}
+
 log "Waiting for the node agents, the nodes and the controller"
 if kubectl -n causeway-system rollout status ds/causeway-node --timeout="${TIMEOUT}s"; then
     ok "causeway-node runs on every node"
 else
-    fail "causeway-node DaemonSet not ready"
+    give_up "causeway-node DaemonSet not ready"
 fi
 if kubectl wait --for=condition=Ready nodes --all --timeout="${TIMEOUT}s"; then
     ok "every node is Ready (CNI configured by causeway-node)"
 else
-    fail "nodes not Ready"
+    give_up "nodes not Ready"
 fi
 if kubectl -n causeway-system rollout status deploy/causeway --timeout="${TIMEOUT}s"; then
     ok "causeway Deployment available (readiness on /readyz)"
 else
-    fail "causeway Deployment not available"
+    give_up "causeway Deployment not available"
 fi
 kubectl -n kube-system rollout status deploy/coredns --timeout="${TIMEOUT}s" || fail "CoreDNS not ready"
 
@@ -281,6 +300,4 @@ else
     fail "the causeway Service got no LoadBalancer address within ${TIMEOUT}s"
 fi
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
