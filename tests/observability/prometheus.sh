@@ -501,7 +501,6 @@ fi
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     echo "Installing Debian's prometheus package (brings promtool)"
-    was_running=""
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     # The package may start its own service on :9090; this run caused that, so stop it again.

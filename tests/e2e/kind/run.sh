@@ -166,7 +166,7 @@ kubectl -n kube-system rollout status deploy/coredns --timeout="${TIMEOUT}s" || 
 
 # --- 4. Workloads ------------------------------------------------------------------------------------------------
 log "Deploying the test workloads"
-WORKERS=($(kubectl get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{.items[*].metadata.name}'))
+read -r -a WORKERS < <(kubectl get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{.items[*].metadata.name}')
 [ ${#WORKERS[@]} -ge 2 ] || { fail "expected two workers, got ${WORKERS[*]:-none}"; }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=web.e2e.test" \
     -addext "subjectAltName=DNS:web.e2e.test" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
