@@ -2,6 +2,7 @@
 """Writes the Grafana dashboards of this folder (*.json) from the definitions below.
 
     python3 dashboards/generate.py          # rewrites dashboards/*.json
+    python3 dashboards/generate.py --check  # exits 1 when a JSON file differs from what it would write
 
 Every query uses only metrics the binaries export today (see docs/operations.md, "Metrics"); the observability
 test (tests/observability/prometheus.sh) evaluates each one against a real Prometheus scraping causeway and
@@ -10,6 +11,7 @@ causeway-node under load. The JSON is importable as is: the data source is the `
 
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -407,17 +409,28 @@ def load_balancer():
 
 
 def main():
+    check = sys.argv[1:] == ["--check"]
+    stale = 0
     for name, d in (("edge-overview", edge_overview()), ("ingress-service", per_ingress()),
                     ("controller", controller()), ("node-agent", node_agent()),
                     ("loadbalancer", load_balancer())):
         if not [p for p in d.panels if p["type"] != "row"]:
             continue  # nothing to show yet: the metrics do not exist in the code
         path = os.path.join(HERE, f"causeway-{name}.json")
+        text = json.dumps(d.json(), indent=2, ensure_ascii=False) + "\n"
+        if check:
+            try:
+                same = open(path, encoding="utf-8").read() == text
+            except OSError:
+                same = False
+            print(f"{'ok  ' if same else 'FAIL'}  {os.path.relpath(path)} is what dashboards/generate.py writes")
+            stale += 0 if same else 1
+            continue
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(d.json(), f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
         print(f"wrote {os.path.relpath(path)}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

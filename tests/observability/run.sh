@@ -2,6 +2,7 @@
 # Every deployment and observability check, with one closing line `N passed, M failed` (non-zero exit on failure):
 #   manifests.sh            the kustomize base (static; server-side against tests/cluster/ when it is built)
 #   metrics_reference.py    docs/operations.md names every metric and flag the code has
+#   generate.py --check     dashboards/*.json are what dashboards/generate.py writes
 #   prometheus.sh           a real Prometheus over running causeway / causeway-node; every dashboard query
 #   tests/e2e/kind/run.sh   only when OBS_KIND=1 (it needs Docker and kind, and takes minutes)
 #
@@ -32,8 +33,9 @@ run() {
 # The metrics reference prints ok/FAIL lines only; count them.
 docs_check() {
     local out rc
-    out="$(python3 "$HERE/metrics_reference.py" --check)"
+    out="$(python3 "$HERE/metrics_reference.py" --check; python3 "$ROOT/dashboards/generate.py" --check)"
     rc=$?
+    grep -q '^FAIL' <<<"$out" && rc=1
     echo "$out"
     echo "$(grep -c '^ok' <<<"$out") passed, $(grep -c '^FAIL' <<<"$out") failed"
     return "$rc"
