@@ -80,7 +80,8 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Proxy worker threads [default: one per CPU].
+    /// Proxy worker threads, each a single-threaded runtime accepting on the shared listeners (the nginx worker
+    /// model) [default: one work-stealing runtime with a thread per CPU].
     #[arg(long)]
     pub worker_threads: Option<usize>,
     /// TCP connect timeout to endpoints (a failed or timed-out connect tries another endpoint).

@@ -19,7 +19,9 @@ pub fn run_blocking(args: RunArgs, before: Option<Box<dyn FnOnce() + Send>>) -> 
         if n == 0 {
             bail!("--worker-threads must be at least 1");
         }
-        builder.worker_threads(n);
+        // The data path then runs on its own `n` single-threaded runtimes (see `run`); this runtime only carries
+        // the control plane: sources, translation, the admin server.
+        builder.worker_threads(1);
     }
     let runtime = builder.enable_all().build().context("starting the async runtime")?;
     if let Some(before) = before {
@@ -166,7 +168,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    proxy.serve(stopped(stop_rx)).await.context("serving")?;
+    match args.worker_threads {
+        // The nginx worker model: n OS threads, each a current-thread runtime accepting from the same sockets.
+        // Cheaper per request than a work-stealing runtime (see tests/bench/l7.sh).
+        Some(n) => proxy.serve_on_threads(n, stopped(stop_rx)).await.context("serving")?,
+        None => proxy.serve(stopped(stop_rx)).await.context("serving")?,
+    }
     translator.abort();
     admin_task.abort();
     if let Some(cluster) = cluster {

@@ -65,7 +65,8 @@ fn sigterm_drains_in_flight_requests() {
     let (arrived_tx, arrived) = mpsc::channel();
     let slow = backend_notifying("slow", Duration::from_millis(800), Some(arrived_tx));
     write_atomic(dir.path(), "app.yaml", &manifests(&[("/", "slow")], &[("slow", slow)]));
-    let mut proxy = start(dir.path());
+    // With dedicated worker threads (the nginx worker model), which must drain the same way.
+    let mut proxy = start_with(&["--manifests".as_ref(), dir.path().as_os_str(), "--worker-threads".as_ref(), "2".as_ref()]);
     wait_for("the first table", Duration::from_secs(10), || matches!(get(proxy.http, "app.test", "/"), Ok((200, _))));
 
     let http = proxy.http;
