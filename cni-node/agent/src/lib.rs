@@ -21,7 +21,9 @@
 
 pub mod agent;
 pub mod cni;
+pub mod diagnostics;
 pub mod http;
+pub mod lb;
 pub mod metrics;
 pub mod routes;
 pub mod runner;

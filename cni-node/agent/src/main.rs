@@ -1,12 +1,16 @@
 //! `causeway-node`: flag parsing and wiring; the work is in the library.
 
 use anyhow::{Context as _, bail};
+use causeway_announce::{AnnounceWorker, Announcer, GarpConfig};
 use causeway_node::agent::{CniTarget, Desired, RulesConfig, cni_task, families, routes_task, rules_task};
 use causeway_node::cni::CniSettings;
+use causeway_node::diagnostics::DiagnosticLog;
 use causeway_node::http::{Handler, HealthState, serve};
+use causeway_node::lb::Announcement;
 use causeway_node::metrics::Metrics;
 use causeway_node::sink::{IptablesRestore, RuleSink};
 use causeway_rules::Family;
+use causeway_translate::Kind;
 use clap::{Parser, ValueEnum};
 use hyper::StatusCode;
 use ipnet::IpNet;
@@ -56,7 +60,7 @@ struct Args {
     /// Read objects from this manifests directory.
     #[arg(long)]
     manifests: Option<PathBuf>,
-    /// Watch a cluster (not available yet in this build).
+    /// Watch a cluster's Services, EndpointSlices and Nodes with this kubeconfig (instead of --manifests).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// The cluster's pod CIDR(s), comma-separated (local-traffic detection and egress masquerade).
@@ -135,6 +139,48 @@ struct Args {
     no_egress_masquerade: bool,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Announce the LoadBalancer addresses this node owns on this interface (the one holding the node's
+    /// InternalIP): added as /32 and announced with gratuitous ARP. Off when not given.
+    #[arg(long)]
+    lb_interface: Option<String>,
+    /// How often the announced addresses are re-checked (an address removed by hand comes back).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lb_resync_period: Duration,
+}
+
+/// Where the objects come from.
+enum Source {
+    Manifests(PathBuf),
+    Cluster(PathBuf),
+}
+
+/// The kinds the agent watches in a cluster: it needs no permission on Ingresses, IngressClasses or Secrets.
+/// (No IPPool either: in a cluster the leader allocates and writes `status.loadBalancer`, which the agent reads;
+/// without pools `causeway_lb::plan` takes the status addresses as they are and computes only ownership.)
+const CLUSTER_KINDS: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::Node];
+
+/// Connects with the kubeconfig, checks list/watch on [`CLUSTER_KINDS`] (one clear start-up error naming every
+/// missing permission) and starts the watchers feeding `tx`.
+async fn start_cluster_source(
+    path: &std::path::Path,
+    metrics: &Metrics,
+    tx: mpsc::Sender<causeway_source::SourceEvent>,
+) -> anyhow::Result<()> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let kube_metrics =
+        causeway_kube::KubeMetrics::register(&metrics.registry).context("registering the Kubernetes metrics")?;
+    causeway_kube::check_access(&client, &causeway_kube::watch_required_access_for(&CLUSTER_KINDS)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = causeway_kube::watch_cluster_kinds(client, tx, kube_metrics, &CLUSTER_KINDS).await {
+            warn!(message = "Cluster source stopped.", %error);
+        }
+    });
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -151,11 +197,11 @@ fn init_tracing(format: LogFormat) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
-    if args.kubeconfig.is_some() {
-        bail!("--kubeconfig is not supported by this build yet; use --manifests");
-    }
-    let Some(dir) = args.manifests.clone() else {
-        bail!("a source is required: --manifests DIR");
+    let source = match (&args.manifests, &args.kubeconfig) {
+        (Some(_), Some(_)) => bail!("--manifests and --kubeconfig are mutually exclusive"),
+        (Some(dir), None) => Source::Manifests(dir.clone()),
+        (None, Some(path)) => Source::Cluster(path.clone()),
+        (None, None) => bail!("a source is required: --manifests DIR or --kubeconfig FILE"),
     };
     if args.masquerade_bit > 31 {
         bail!("--masquerade-bit must be 0..=31");
@@ -193,22 +239,69 @@ async fn main() -> anyhow::Result<()> {
 
     // Source → index snapshots → desired state.
     let (tx, rx) = mpsc::channel(1024);
-    let (mut snapshots, _feed) = causeway_source::IndexFeed::spawn([causeway_source::source_name(&dir)], rx);
-    let watch_dir = dir.clone();
+    let (mut snapshots, _feed) = match &source {
+        Source::Manifests(dir) => {
+            let feed = causeway_source::IndexFeed::spawn([causeway_source::source_name(dir)], rx);
+            let watch_dir = dir.clone();
+            tokio::spawn(async move {
+                if let Err(error) = causeway_source::watch_manifests(&watch_dir, tx).await {
+                    warn!(message = "Manifests source stopped.", %error);
+                }
+            });
+            feed
+        }
+        Source::Cluster(path) => {
+            let feed = causeway_source::IndexFeed::spawn([causeway_kube::CLUSTER_SOURCE], rx);
+            start_cluster_source(path, &metrics, tx).await?;
+            feed
+        }
+    };
+    let (desired_tx, desired_rx) = watch::channel::<Option<Arc<Desired>>>(None);
+    // LoadBalancer addresses: announced from the thread of the worker, created here (in our namespace).
+    let worker = match &args.lb_interface {
+        Some(iface) => {
+            let announcer = Announcer::new(iface.clone(), GarpConfig::default())
+                .with_context(|| format!("--lb-interface {iface}"))?;
+            let w = AnnounceWorker::spawn(announcer, args.lb_resync_period).context("starting the announcer")?;
+            info!(message = "Announcing owned LoadBalancer addresses.", interface = %iface);
+            Some(w)
+        }
+        None => None,
+    };
+    let announcement = Arc::new(parking_lot::Mutex::new(Announcement::new(worker)));
+    let (ann2, m3) = (announcement.clone(), metrics.clone());
     tokio::spawn(async move {
-        if let Err(error) = causeway_source::watch_manifests(&watch_dir, tx).await {
-            warn!(message = "Manifests source stopped.", %error);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ann2.lock().check_worker(&m3);
         }
     });
-    let (desired_tx, desired_rx) = watch::channel::<Option<Arc<Desired>>>(None);
+    // A manifests directory has nobody to write LoadBalancer status, so the chains use the allocation itself; in
+    // a cluster the leader writes status and the watch brings it back.
+    let manifests_mode = matches!(source, Source::Manifests(_));
+    let diag_metrics = metrics.clone();
+    let node_name = args.node_name.clone();
     tokio::spawn(async move {
+        let mut log = DiagnosticLog::default();
         loop {
             let snap = snapshots.borrow_and_update().clone();
             if let Some(index) = snap {
                 let seen_at = tokio::time::Instant::now();
-                let (services, mut diagnostics) = causeway_translate::service_table(&index);
+                // Source diagnostics (a file that does not parse, named by the file) first, then translation's.
+                let mut diagnostics: Vec<_> = index.source_diagnostics().cloned().collect();
+                let lb = causeway_lb::plan(&index, &node_name);
+                announcement.lock().apply(&lb, &diag_metrics);
+                diagnostics.extend(lb.diagnostics.iter().cloned());
+                let (services, service_diags) = if manifests_mode {
+                    causeway_translate::service_table(&causeway_lb::with_assigned_status(&index, &lb.assignments))
+                } else {
+                    causeway_translate::service_table(&index)
+                };
                 let (nodes, node_diags) = causeway_translate::node_table(&index);
+                diagnostics.extend(service_diags);
                 diagnostics.extend(node_diags);
+                log.update(diagnostics.iter().cloned());
+                diag_metrics.diagnostics.set(log.len() as i64);
                 desired_tx.send_replace(Some(Arc::new(Desired { services, nodes, diagnostics, seen_at })));
             }
             if snapshots.changed().await.is_err() {

@@ -1,6 +1,8 @@
 //! Prometheus metrics, all prefixed `causeway_node_`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Every metric the agent exports.
 #[derive(Clone)]
@@ -16,6 +18,9 @@ pub struct Metrics {
     pub programming_latency: HistogramVec,
     pub diagnostics: IntGauge,
     pub last_sync_timestamp: IntGauge,
+    pub lb_addresses_owned: IntGauge,
+    pub lb_ownership_changes: IntCounterVec,
+    pub lb_announce_failures: IntCounter,
 }
 
 fn buckets() -> Vec<f64> {
@@ -57,6 +62,24 @@ impl Metrics {
             IntGauge::new("causeway_node_diagnostics", "Objects or fields skipped as invalid at the last sync.")?;
         let last_sync_timestamp =
             IntGauge::new("causeway_node_last_sync_timestamp_seconds", "Unix time of the last successful rule sync.")?;
+        let lb_addresses_owned = IntGauge::new(
+            "causeway_node_lb_addresses_owned",
+            "LoadBalancer addresses this node owns (announces, with --lb-interface).",
+        )?;
+        let lb_ownership_changes = IntCounterVec::new(
+            Opts::new(
+                "causeway_node_lb_ownership_changes_total",
+                "LoadBalancer addresses this node started (acquired) or stopped (released) owning.",
+            ),
+            &["change"],
+        )?;
+        let lb_announce_failures = IntCounter::new(
+            "causeway_node_lb_announce_failures_total",
+            "Failed address changes or gratuitous ARPs on the --lb-interface.",
+        )?;
+        registry.register(Box::new(lb_addresses_owned.clone()))?;
+        registry.register(Box::new(lb_ownership_changes.clone()))?;
+        registry.register(Box::new(lb_announce_failures.clone()))?;
         registry.register(Box::new(sync_duration.clone()))?;
         registry.register(Box::new(syncs.clone()))?;
         registry.register(Box::new(sync_failures.clone()))?;
@@ -79,6 +102,9 @@ impl Metrics {
             programming_latency,
             diagnostics,
             last_sync_timestamp,
+            lb_addresses_owned,
+            lb_ownership_changes,
+            lb_announce_failures,
         })
     }
 

@@ -64,6 +64,10 @@ pub enum Error {
     /// A metric could not be registered (a name clash in the registry).
     #[error("registering metrics failed")]
     Metrics(#[source] prometheus::Error),
+
+    /// `watch_cluster_kinds` was asked for a kind the cluster source does not watch.
+    #[error("the cluster source does not watch {0} objects")]
+    UnsupportedKind(&'static str),
 }
 
 impl Error {
@@ -75,6 +79,7 @@ impl Error {
             Error::InvalidPublishService(_) => "invalid_publish_service",
             Error::ReceiverGone => "receiver_gone",
             Error::Metrics(_) => "metrics",
+            Error::UnsupportedKind(_) => "unsupported_kind",
         }
     }
 

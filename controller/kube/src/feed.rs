@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use crate::access::check_access;
 use crate::error::{Error, Result};
 use crate::metrics::KubeMetrics;
-use crate::watch::{Change, Tracker, WATCHED_KINDS, merged_watchers, report_error, report_restart, required_access};
+use crate::watch::{
+    Change, Tracker, WATCHED_KINDS, merged_watchers_for, report_error, report_restart, required_access_for,
+};
+use causeway_translate::Kind;
 
 /// The source name `watch_cluster` sends in `InitDone`; register it with
 /// [`causeway_source::IndexFeed::new`].
@@ -33,9 +36,25 @@ fn to_source(change: Change) -> SourceEvent {
 /// kube-rs's default backoff and counted in `causeway_kube_watch_errors_total` and
 /// `causeway_kube_watch_restarts_total`.
 pub async fn watch_cluster(client: Client, tx: mpsc::Sender<SourceEvent>, metrics: KubeMetrics) -> Result<()> {
-    check_access(&client, &required_access()).await?;
-    let mut stream = merged_watchers(&client);
-    let mut tracker = Tracker::new(&WATCHED_KINDS);
+    watch_cluster_kinds(client, tx, metrics, &WATCHED_KINDS).await
+}
+
+/// [`watch_cluster`] for a chosen subset of [`WATCHED_KINDS`] (for example the node agent's Service,
+/// EndpointSlice and Node, so it needs no permission on Ingresses or Secrets). Only the permissions of those
+/// kinds are checked ([`crate::watch_required_access_for`]); `InitDone` follows the first list of each of them.
+/// A kind outside [`WATCHED_KINDS`] is refused with [`Error::UnsupportedKind`].
+pub async fn watch_cluster_kinds(
+    client: Client,
+    tx: mpsc::Sender<SourceEvent>,
+    metrics: KubeMetrics,
+    kinds: &[Kind],
+) -> Result<()> {
+    if let Some(kind) = kinds.iter().find(|k| !WATCHED_KINDS.contains(k)) {
+        return Err(Error::UnsupportedKind(kind.as_str()));
+    }
+    check_access(&client, &required_access_for(kinds)).await?;
+    let mut stream = merged_watchers_for(&client, kinds);
+    let mut tracker = Tracker::new(kinds);
     while let Some((kind, event)) = stream.next().await {
         let event = match event {
             Ok(event) => event,

@@ -72,10 +72,13 @@ mod watch;
 pub use access::check_access;
 pub use error::{Access, Error, Result};
 pub use events::{required_access as event_required_access, run_event_writer};
-pub use feed::{CLUSTER_SOURCE, watch_cluster};
+pub use feed::{CLUSTER_SOURCE, watch_cluster, watch_cluster_kinds};
 pub use lease::{LeaderHandle, LeaseConfig, run_leader_election, spawn_elector};
 pub use metrics::KubeMetrics;
 pub use status::{
     Address, OwnedIngresses, Publish, ingress_addresses, ingresses_with_routes, run_status_writer, service_addresses,
 };
-pub use watch::{TLS_SECRET_SELECTOR, WATCHED_KINDS, required_access as watch_required_access};
+pub use watch::{
+    TLS_SECRET_SELECTOR, WATCHED_KINDS, required_access as watch_required_access,
+    required_access_for as watch_required_access_for,
+};

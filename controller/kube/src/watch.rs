@@ -55,8 +55,14 @@ pub(crate) enum Change {
 
 /// The permissions the watchers need: list and watch on each kind, in every namespace.
 pub fn required_access() -> Vec<Access> {
+    required_access_for(&WATCHED_KINDS)
+}
+
+/// The permissions watching only `kinds` needs (see [`crate::watch_cluster_kinds`]); kinds this crate does not
+/// watch are left out.
+pub fn required_access_for(kinds: &[Kind]) -> Vec<Access> {
     let mut needed = Vec::new();
-    for (group, resource) in WATCHED_KINDS.into_iter().filter_map(group_resource) {
+    for (group, resource) in kinds.iter().copied().filter_map(group_resource) {
         for verb in ["list", "watch"] {
             needed.push(Access { verb, group, resource, namespace: None });
         }
@@ -79,17 +85,23 @@ pub(crate) fn group_resource(kind: Kind) -> Option<(&'static str, &'static str)>
 
 type KindEvent = (Kind, Result<Event<KubeObject>, watcher::Error>);
 
-/// All six watchers as one stream, each with the default backoff (client-go's: 0.8 s doubling to 30 s, jittered).
-pub(crate) fn merged_watchers(client: &Client) -> SelectAll<BoxStream<'static, KindEvent>> {
+/// The watchers of `kinds` (each a kind of [`WATCHED_KINDS`]; others are skipped) as one stream, each with the
+/// default backoff (client-go's: 0.8 s doubling to 30 s, jittered).
+pub(crate) fn merged_watchers_for(client: &Client, kinds: &[Kind]) -> SelectAll<BoxStream<'static, KindEvent>> {
     let all = watcher::Config::default();
-    futures::stream::select_all([
-        kind_stream::<IngressClass>(Api::all(client.clone()), all.clone(), Kind::IngressClass),
-        kind_stream::<Ingress>(Api::all(client.clone()), all.clone(), Kind::Ingress),
-        kind_stream::<Service>(Api::all(client.clone()), all.clone(), Kind::Service),
-        kind_stream::<EndpointSlice>(Api::all(client.clone()), all.clone(), Kind::EndpointSlice),
-        kind_stream::<Secret>(Api::all(client.clone()), all.clone().fields(TLS_SECRET_SELECTOR), Kind::Secret),
-        kind_stream::<Node>(Api::all(client.clone()), all, Kind::Node),
-    ])
+    let stream = |kind: Kind| -> Option<BoxStream<'static, KindEvent>> {
+        let c = client.clone();
+        Some(match kind {
+            Kind::IngressClass => kind_stream::<IngressClass>(Api::all(c), all.clone(), kind),
+            Kind::Ingress => kind_stream::<Ingress>(Api::all(c), all.clone(), kind),
+            Kind::Service => kind_stream::<Service>(Api::all(c), all.clone(), kind),
+            Kind::EndpointSlice => kind_stream::<EndpointSlice>(Api::all(c), all.clone(), kind),
+            Kind::Secret => kind_stream::<Secret>(Api::all(c), all.clone().fields(TLS_SECRET_SELECTOR), kind),
+            Kind::Node => kind_stream::<Node>(Api::all(c), all.clone(), kind),
+            _ => return None,
+        })
+    };
+    futures::stream::select_all(kinds.iter().copied().filter_map(stream))
 }
 
 fn kind_stream<K>(api: Api<K>, config: watcher::Config, kind: Kind) -> BoxStream<'static, KindEvent>
