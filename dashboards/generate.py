@@ -403,8 +403,43 @@ def controller():
 
 def load_balancer():
     d = Dashboard("causeway-loadbalancer", "Causeway / LoadBalancer addresses",
-                  "Addresses of Services of type LoadBalancer: pools, assignments, which node announces each.",
-                  ["causeway"], [("instance", "Replica", "label_values(causeway_route_table_swaps_total, instance)")])
+                  "Addresses of Services of type LoadBalancer: which node announces each (causeway-node with "
+                  "--lb-interface: the address on the interface plus gratuitous ARP), ownership moves "
+                  "(failovers), announce failures, and the proxy's L4 listeners on those addresses.",
+                  ["causeway"],
+                  [("instance", "Node agent", "label_values(causeway_node_lb_addresses_owned, instance)")])
+    d.row("Announcement")
+    d.panel("stat", "Addresses announced", [f"sum(causeway_node_lb_addresses_owned{{{INST}}})"],
+            "LoadBalancer addresses held and announced by some node. Fewer than the assigned addresses: "
+            "some have no eligible node (no Ready node, or no local endpoint with externalTrafficPolicy Local).",
+            unit="short", w=6, h=5)
+    d.panel("stat", "Nodes announcing", [f"count(causeway_node_lb_addresses_owned{{{INST}}} > 0)"
+                                         f" or count(causeway_node_lb_addresses_owned{{{INST}}}) * 0"],
+            unit="short", w=6, h=5)
+    d.panel("stat", "Ownership moves (range)",
+            [f'sum(increase(causeway_node_lb_ownership_changes_total{{{INST},change="acquired"}}[$__range]))'],
+            "Addresses a node started announcing: at start, on new Services, and on failover from a lost node.",
+            unit="short", w=6, h=5)
+    d.panel("stat", "Announce failures per minute",
+            [f"sum(rate(causeway_node_lb_announce_failures_total{{{INST}}}[{RATE}])) * 60"],
+            "Failed address changes or gratuitous ARPs on --lb-interface.", unit="short", w=6, h=5,
+            field={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                  {"color": "red", "value": 0.001}]}})
+    d.panel("timeseries", "Addresses announced by node",
+            [(f"max by (instance) (causeway_node_lb_addresses_owned{{{INST}}})", "{{instance}}")],
+            "Each address is announced by exactly one node (rendezvous hashing over the eligible nodes).",
+            unit="short", w=12)
+    d.panel("timeseries", "Ownership changes by node",
+            [(f"sum by (instance, change) (rate(causeway_node_lb_ownership_changes_total{{{INST}}}[{RATE}]))",
+              "{{instance}} {{change}}")],
+            "acquired on one node and released on another at the same time: a failover.", unit="ops", w=12)
+    d.panel("timeseries", "Announce failures by node",
+            [(f"sum by (instance) (rate(causeway_node_lb_announce_failures_total{{{INST}}}[{RATE}]))",
+              "{{instance}}")], unit="ops", w=12)
+    d.panel("timeseries", "Proxy L4 listeners (loadBalancerClass causeway.dev/proxy)",
+            [("sum by (instance) (causeway_l4_listeners)", "{{instance}}")],
+            "Listeners the causeway proxy opened on the LoadBalancer addresses of proxy-class Services.",
+            unit="short", w=12)
     return d
 
 

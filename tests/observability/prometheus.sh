@@ -288,11 +288,36 @@ addressType: IPv4
 ports: [{name: tcp, port: $DEAD_PORT, protocol: TCP}]
 endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
 ---
+# A LoadBalancer Service whose address is already in its status. No IPPool here on purpose: without pools the
+# allocator keeps the addresses found in status (the proxy-class Services above keep 127.0.0.1) and only
+# computes which node announces each.
+apiVersion: v1
+kind: Service
+metadata: {name: web-lb, namespace: obs}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.24
+  ports: [{name: http, port: 80, targetPort: $BACKEND_PORT}]
+status:
+  loadBalancer: {ingress: [{ip: 172.18.255.200}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-lb-1
+  namespace: obs
+  labels: {kubernetes.io/service-name: web-lb}
+addressType: IPv4
+ports: [{name: http, port: $BACKEND_PORT, protocol: TCP}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+---
 apiVersion: v1
 kind: Node
 metadata: {name: node-a}
 spec: {podCIDR: 10.244.0.0/24, podCIDRs: [10.244.0.0/24]}
 status:
+  # The only Ready node: it owns (and announces) every LoadBalancer address.
+  conditions: [{type: Ready, status: "True"}]
   addresses: [{type: InternalIP, address: 172.18.0.2}, {type: Hostname, address: node-a}]
 ---
 apiVersion: v1
@@ -321,12 +346,13 @@ EOF
     CAUSEWAY_PID=$!
     wait_http causeway "$CAUSEWAY_PID" "http://127.0.0.1:$ADMIN_PORT/readyz" || finish
 
-    # node-a: a healthy agent (rules, routes, CNI configuration). Its route to node-c cannot be installed (no
-    # connected network reaches 192.0.2.10), which the route failure panels show.
+    # node-a: a healthy agent (rules, routes, CNI configuration, LoadBalancer addresses announced on the veth,
+    # which stays inside this namespace). Its route to node-c cannot be installed (no connected network reaches
+    # 192.0.2.10), which the route failure panels show.
     "$CAUSEWAY_NODE_BIN" --node-name node-a --manifests "$M" \
         --cluster-cidr 10.244.0.0/16 --service-cidr 10.96.0.0/16 \
         --cni-conf-dir "$W/cni/net.d" --cni-bin-dir "$W/cni/bin" --ipam-dir "$W/cni/networks" \
-        --proxy-mode iptables --admin-addr "127.0.0.1:$NODE_ADMIN_PORT" \
+        --proxy-mode iptables --admin-addr "127.0.0.1:$NODE_ADMIN_PORT" --lb-interface cw-obs0 \
         >"$W/causeway-node.log" 2>&1 &
     PIDS+=($!)
     NODE_PID=$!
