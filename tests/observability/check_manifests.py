@@ -210,6 +210,11 @@ def main():
     check("NODE_NAME comes from the downward API",
           env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName")
     check("node agent gets --node-name", any(a.startswith("--node-name=") for a in dargs))
+    kc = next((a.split("=", 1)[1] for a in dargs if a.startswith("--kubeconfig=")), None)
+    check("node agent watches the cluster (--kubeconfig)", kc is not None)
+    writers = [c for c in dpod.get("initContainers", []) if kc and kc in " ".join(c.get("command", []))]
+    check("an init container writes the agent's kubeconfig (ServiceAccount token file and CA)",
+          bool(writers) and "tokenFile" in " ".join(writers[0]["command"]))
     cni_bin = mounts.get(host_paths.get("/opt/cni/bin", ""), {})
     check("the agent can install causeway-cni into /opt/cni/bin", not cni_bin.get("readOnly", False))
     check("sysctl root is the host's /proc/sys (mounted /proc/sys/net)",

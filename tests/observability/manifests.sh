@@ -230,6 +230,38 @@ EOF
             skipped=$((skipped + 1))
             echo "skip  causeway under the manifests' RBAC: set CAUSEWAY_BIN to a built causeway"
         fi
+
+        # The node agent likewise, under exactly the ClusterRole `causeway-node` (a second user with no
+        # permissions of its own would be cleaner; the limited user gets both roles, and the controller's
+        # binding is removed first). No rules, routes or CNI: only its watches and readiness are checked.
+        if [ -n "${CAUSEWAY_NODE_BIN:-}" ] && [ -x "$CAUSEWAY_NODE_BIN" ]; then
+            k delete clusterrolebinding obs-limited-causeway --ignore-not-found >/dev/null
+            k -n causeway-system delete rolebinding obs-limited-lease --ignore-not-found >/dev/null
+            k create clusterrolebinding obs-limited-node --clusterrole=causeway-node --group=causeway:limited >/dev/null
+            nadmin="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+            mkdir -p "$WORK/sysctl"
+            "$CAUSEWAY_NODE_BIN" --node-name obs-node --kubeconfig "$CLUSTER_DIR/limited.kubeconfig" \
+                --cluster-cidr 10.244.0.0/16 --service-cidr 10.96.0.0/16 --proxy-mode none --no-cni --no-routes \
+                --sysctl-root "$WORK/sysctl" --admin-addr "127.0.0.1:$nadmin" >"$WORK/causeway-node.log" 2>&1 &
+            node_pid=$!
+            deadline=$(( $(date +%s) + 60 ))
+            until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$nadmin/readyz" 2>/dev/null; do
+                if ! kill -0 "$node_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then break; fi
+                sleep 0.2
+            done
+            if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$nadmin/readyz" 2>/dev/null \
+                && ! grep -qiE "forbidden|permission denied|denies" "$WORK/causeway-node.log"; then
+                ok "causeway-node --kubeconfig is ready under the ClusterRole causeway-node only"
+            else
+                fail "causeway-node under the manifests' RBAC: $(tail -n 5 "$WORK/causeway-node.log" | cut -c1-300)"
+            fi
+            kill -TERM "$node_pid" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$node_pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$node_pid" 2>/dev/null || true
+        else
+            skipped=$((skipped + 1))
+            echo "skip  causeway-node under the manifests' RBAC: set CAUSEWAY_NODE_BIN to a built causeway-node"
+        fi
     fi
 fi
 
