@@ -109,6 +109,13 @@ images:
   - name: causeway
     newName: ${IMAGE%%:*}
     newTag: ${IMAGE##*:}
+patches:
+  # kind nodes hold their InternalIP on eth0: LoadBalancer addresses are announced there.
+  - target: {kind: DaemonSet, name: causeway-node}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --lb-interface=eth0
 configMapGenerator:
   - name: causeway-node-apiserver
     namespace: causeway-system
