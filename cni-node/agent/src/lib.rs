@@ -2,16 +2,19 @@
 //! kindnet and kube-proxy.
 //!
 //! ```text
-//!  --manifests DIR ─► IndexFeed ─► translate ─► Desired ─┬─► rules: build_ruleset → render (full | partial)
+//!  --manifests DIR ─┐
+//!  --kubeconfig ────┴► IndexFeed ─► translate ─► Desired ─┬─► rules: build_ruleset → render (full | partial)
 //!                                                        │          → RuleSink (iptables-restore --noflush -w)
 //!                                                        ├─► routes: podCIDR via InternalIP (netlink)
 //!                                                        ├─► CNI: causeway-cni binary + 10-causeway.conflist
 //!                                                        └─► healthCheckNodePort listeners
+//!                   └► causeway_lb::plan ─► owned LoadBalancer addresses ─► AnnounceWorker (--lb-interface)
 //! ```
 //!
 //! Modules follow the pipeline: [`sync`] decides full or partial and applies through [`sink`]; [`runner`] is the
-//! bounded-frequency runner's bucket; [`routes`], [`sysctl`] and [`cni`] are the kindnet half; [`http`] and
-//! [`metrics`] the admin surface; [`agent`] wires them into tasks.
+//! bounded-frequency runner's bucket; [`routes`], [`sysctl`] and [`cni`] are the kindnet half; [`lb`] the
+//! LoadBalancer announcement; [`diagnostics`] reports bad input once; [`http`] and [`metrics`] the admin
+//! surface; [`agent`] wires them into tasks.
 //!
 //! What it deliberately does not do: it owns only its own chains and jump rules and never flushes anything
 //! else (design invariant 5); it does not implement hostPort itself (it chains `portmap`), nftables mode,

@@ -133,3 +133,24 @@ fn required_access_covers_list_and_watch_of_every_kind() {
     );
     assert_eq!(needed[0].to_string(), "list ingressclasses (API group networking.k8s.io) in all namespaces");
 }
+
+#[test]
+fn required_access_for_a_subset_names_only_those_kinds() {
+    let needed = required_access_for(&[Kind::Service, Kind::EndpointSlice, Kind::Node]);
+    let got: Vec<(&str, &str, &str)> = needed.iter().map(|a| (a.group, a.resource, a.verb)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("", "services", "list"),
+            ("", "services", "watch"),
+            ("discovery.k8s.io", "endpointslices", "list"),
+            ("discovery.k8s.io", "endpointslices", "watch"),
+            ("", "nodes", "list"),
+            ("", "nodes", "watch"),
+        ]
+    );
+    assert!(needed.iter().all(|a| a.namespace.is_none()));
+    // The full set is the subset function over every watched kind.
+    assert_eq!(required_access(), required_access_for(&WATCHED_KINDS));
+    assert_eq!(required_access().len(), 12);
+}
