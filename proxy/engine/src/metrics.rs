@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub table_swaps: IntCounter,
     pub last_swap: Gauge,
     pub diagnostics: IntGaugeVec,
+    pub table_entries: IntGaugeVec,
     pub cert_expiry: GaugeVec,
     pub connections: IntCounterVec,
     pub tls_handshake_errors: IntCounter,
@@ -63,6 +64,13 @@ impl Metrics {
             ),
             &["severity"],
         )?;
+        let table_entries = IntGaugeVec::new(
+            Opts::new(
+                "causeway_route_table_entries",
+                "Size of the live table: virtual hosts, routes, certificates and L4 listeners.",
+            ),
+            &["kind"],
+        )?;
         let cert_expiry = GaugeVec::new(
             Opts::new(
                 "causeway_tls_certificate_expiry_timestamp_seconds",
@@ -100,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(table_swaps.clone()))?;
         registry.register(Box::new(last_swap.clone()))?;
         registry.register(Box::new(diagnostics.clone()))?;
+        registry.register(Box::new(table_entries.clone()))?;
         registry.register(Box::new(cert_expiry.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(tls_handshake_errors.clone()))?;
@@ -115,6 +124,7 @@ impl Metrics {
             table_swaps,
             last_swap,
             diagnostics,
+            table_entries,
             cert_expiry,
             connections,
             tls_handshake_errors,

@@ -303,6 +303,14 @@ impl ProxyHandle {
         }
         m.diagnostics.with_label_values(&["error"]).set(errors);
         m.diagnostics.with_label_values(&["warning"]).set(warnings);
+        let source = compiled.source();
+        let routes = source.virtual_hosts.iter().map(|v| v.routes.len()).sum::<usize>()
+            + usize::from(source.default_route.is_some());
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        m.table_entries.with_label_values(&["virtual_hosts"]).set(count(source.virtual_hosts.len()));
+        m.table_entries.with_label_values(&["routes"]).set(count(routes));
+        m.table_entries.with_label_values(&["certificates"]).set(count(source.certificates.len()));
+        m.table_entries.with_label_values(&["l4_listeners"]).set(count(source.l4_listeners.len()));
         for d in &diagnostics {
             tracing::warn!(message = "Route table diagnostic.", object = %d.object, field = %d.field, error = %d.message);
         }

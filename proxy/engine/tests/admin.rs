@@ -56,6 +56,8 @@ async fn admin_endpoints() {
         "causeway_route_table_swaps_total 1",
         "causeway_route_table_last_swap_timestamp_seconds",
         r#"causeway_route_table_diagnostics{severity="error"} 1"#,
+        r#"causeway_route_table_entries{kind="virtual_hosts"} 1"#,
+        r#"causeway_route_table_entries{kind="routes"} 1"#,
         r#"causeway_tls_certificate_expiry_timestamp_seconds{host="a.example.com"}"#,
         r#"causeway_connections_total{listener="http"}"#,
     ] {
