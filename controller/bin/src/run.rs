@@ -116,6 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
 
     // Translate each published index and swap the result in. One table per index version.
+    let lb_metrics = LbMetrics::register(&registry).context("registering the LoadBalancer metrics")?;
     let handle = proxy.handle();
     let writers = cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone()));
     let manifests_mode = cluster.is_none();
@@ -126,18 +127,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         loop {
             let index = index_rx.borrow_and_update().clone();
             if let Some(index) = index {
-                // LoadBalancer addresses: in a cluster the leader writes them into Service status and the watch
-                // brings them back; a manifests directory has nobody to write status, so translation reads the
-                // allocation directly (it is deterministic, so every component computing it agrees).
-                let lb = causeway_lb::plan(&index, "");
-                let table = if manifests_mode {
-                    let assigned = causeway_lb::with_assigned_status(&index, &lb.assignments);
-                    causeway_translate::route_table(&assigned, &translate)
-                } else {
-                    causeway_translate::route_table(&index, &translate)
-                };
+                let (table, lb) = translate_index(&index, &translate, manifests_mode);
+                lb_metrics.observe(&lb);
                 let mut diagnostics = table.diagnostics.clone();
-                diagnostics.extend(lb.diagnostics.iter().cloned());
                 if let Some((owned, _, lb_status)) = &writers {
                     owned.send_replace(Some(Arc::new(causeway_translate::owned_ingresses(&index, &translate))));
                     lb_status.send_replace(Arc::new(causeway_lb::status_updates(&index, &lb.assignments)));
@@ -182,6 +174,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(message = "Drained; exiting.");
     Ok(())
+}
+
+/// LoadBalancer address metrics: pool sizes and use, and Services left without an address.
+struct LbMetrics {
+    pool_addresses: prometheus::IntGaugeVec,
+    pending: prometheus::IntGauge,
+}
+
+impl LbMetrics {
+    fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let pool_addresses = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "causeway_lb_pool_addresses",
+                "Addresses of each IPPool: usable in total, and held by at least one Service.",
+            ),
+            &["pool", "state"],
+        )?;
+        let pending = prometheus::IntGauge::new(
+            "causeway_lb_services_pending",
+            "LoadBalancer Services of ours without an address (pool exhausted or request refused).",
+        )?;
+        registry.register(Box::new(pool_addresses.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        Ok(Self { pool_addresses, pending })
+    }
+
+    fn observe(&self, plan: &causeway_lb::LbPlan) {
+        // Pools come and go: export exactly the current ones.
+        self.pool_addresses.reset();
+        for usage in &plan.usage {
+            let total = i64::try_from(usage.total).unwrap_or(i64::MAX);
+            let used = i64::try_from(usage.used).unwrap_or(i64::MAX);
+            self.pool_addresses.with_label_values(&[&usage.pool, "total"]).set(total);
+            self.pool_addresses.with_label_values(&[&usage.pool, "used"]).set(used);
+        }
+        self.pending.set(i64::try_from(plan.pending.len()).unwrap_or(i64::MAX));
+    }
 }
 
 /// The Kubernetes side of `run`: the watchers, the leader elector and the leader-only writers.
@@ -264,6 +293,28 @@ async fn start_cluster(
     Ok(Cluster { leader, owned, diagnostics, lb_status })
 }
 
+/// Translates one index snapshot into the route table, with the LoadBalancer plan folded in.
+///
+/// LoadBalancer addresses: in a cluster the leader writes them into Service status and the watch brings them
+/// back, so the plain index is translated; a manifests directory has nobody to write status, so translation reads
+/// the allocation directly (it is deterministic, so every component computing it agrees). The plan's diagnostics
+/// join the table's.
+fn translate_index(
+    index: &causeway_translate::Index,
+    translate: &TranslateConfig,
+    manifests_mode: bool,
+) -> (RouteTable, causeway_lb::LbPlan) {
+    let lb = causeway_lb::plan(index, "");
+    let mut table = if manifests_mode {
+        let assigned = causeway_lb::with_assigned_status(index, &lb.assignments);
+        causeway_translate::route_table(&assigned, translate)
+    } else {
+        causeway_translate::route_table(index, translate)
+    };
+    table.diagnostics.extend(lb.diagnostics.iter().cloned());
+    (table, lb)
+}
+
 /// Logs each diagnostic once, when it first appears, and notes the ones that went away.
 fn log_new_diagnostics(seen: &mut BTreeSet<Diagnostic>, current: Vec<Diagnostic>) {
     let current: BTreeSet<Diagnostic> = current.into_iter().collect();
@@ -323,7 +374,7 @@ fn load_table(args: &SourceArgs) -> anyhow::Result<RouteTable> {
     let translate = translate_config(args)?;
     let (index, mut file_diagnostics) = causeway_source::load_dir(Path::new(dir))
         .with_context(|| format!("reading {}", dir.display()))?;
-    let mut table = causeway_translate::route_table(&index, &translate);
+    let (mut table, _) = translate_index(&index, &translate, true);
     // The proxy's compiler also checks certificates and keys; report those as it would at run time.
     let compile = causeway_proxy::check(&table).context("compiling the table")?;
     file_diagnostics.retain(|d| !table.diagnostics.contains(d));

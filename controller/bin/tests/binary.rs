@@ -101,3 +101,43 @@ fn check_and_routes_report_diagnostics() {
     let check = Command::new(BIN).args(["check", "--manifests"]).arg(dir.path()).output().unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
 }
+
+/// A free TCP port on 127.0.0.1 (for Service ports, which a manifest must name before anything binds them).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn load_balancer_services_get_pool_addresses_and_l4_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_addr = backend("l4", Duration::ZERO);
+    let port = free_port();
+    // A one-address pool on loopback: the first Service gets it, the second stays pending.
+    let lb_service = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: t\nspec:\n  type: LoadBalancer\n  loadBalancerClass: causeway.dev/proxy\n  ports:\n  - port: {port}\n    targetPort: {bp}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: t\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- port: {bp}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n",
+            bp = backend_addr.port()
+        )
+    };
+    let yaml = format!(
+        "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata:\n  name: loop\nspec:\n  blocks:\n  - cidr: 127.0.99.1/32\n{}{}",
+        lb_service("first"),
+        lb_service("second")
+    );
+    write_atomic(dir.path(), "lb.yaml", &yaml);
+    let proxy = start(dir.path());
+    let lb: SocketAddr = format!("127.0.99.1:{port}").parse().unwrap();
+    wait_for("the L4 listener on the allocated address", Duration::from_secs(10), || {
+        matches!(get(lb, "anything", "/via-l4"), Ok((200, ref body)) if body == "l4 /via-l4")
+    });
+    let (_, metrics) = get(proxy.admin, "localhost", "/metrics").unwrap();
+    for line in [
+        r#"causeway_lb_pool_addresses{pool="loop",state="total"} 1"#,
+        r#"causeway_lb_pool_addresses{pool="loop",state="used"} 1"#,
+        "causeway_lb_services_pending 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    let (_, routes) = get(proxy.admin, "localhost", "/debug/routes").unwrap();
+    assert!(routes.contains("Service t/second") || routes.contains("\"second\""), "no diagnostic for the pending Service: {routes}");
+}

@@ -36,6 +36,7 @@ pub fn backend_at(ip: &str, name: &'static str, delay: Duration, arrived: Option
                         return;
                     }
                     let path = request_line.split_whitespace().nth(1).unwrap_or("?").to_owned();
+                    let mut close = false;
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -44,6 +45,7 @@ pub fn backend_at(ip: &str, name: &'static str, delay: Duration, arrived: Option
                         if header == "\r\n" {
                             break;
                         }
+                        close |= header.to_ascii_lowercase().starts_with("connection: close");
                     }
                     if let Some(arrived) = &arrived {
                         let _ = arrived.send(());
@@ -52,7 +54,7 @@ pub fn backend_at(ip: &str, name: &'static str, delay: Duration, arrived: Option
                     let body = format!("{name} {path}");
                     let response =
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                    if stream.write_all(response.as_bytes()).is_err() {
+                    if stream.write_all(response.as_bytes()).is_err() || close {
                         return;
                     }
                 }
