@@ -349,6 +349,66 @@ pub async fn cni_task(node_name: String, target: CniTarget, mut rx: watch::Recei
     }
 }
 
+/// Keeps `causeway_node_ipam_addresses` current: `allocated` counts the address files in the IPAM store of this
+/// node's network (the host-local layout: one file per reserved address), `capacity` the usable addresses of the
+/// Node's pod CIDRs. Updated when the Node changes and every `period`.
+pub async fn ipam_usage_task(
+    node_name: String,
+    store_dir: std::path::PathBuf,
+    metrics: crate::metrics::Metrics,
+    mut rx: watch::Receiver<Option<Arc<Desired>>>,
+    period: std::time::Duration,
+) {
+    let mut cidrs: Vec<IpNet> = Vec::new();
+    loop {
+        if let Some(d) = rx.borrow_and_update().clone() {
+            cidrs = d
+                .nodes
+                .nodes
+                .iter()
+                .find(|n| n.name == node_name)
+                .map(|n| n.pod_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
+                .unwrap_or_default();
+        }
+        let allocated = count_allocated(&store_dir);
+        metrics.ipam_addresses.with_label_values(&["allocated"]).set(i64::try_from(allocated).unwrap_or(i64::MAX));
+        metrics.ipam_addresses.with_label_values(&["capacity"]).set(ipam_capacity(&cidrs));
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Address files in a host-local store directory (names that parse as IP addresses; the lock and
+/// `last_reserved_ip.*` files are not addresses). A missing directory holds none.
+pub fn count_allocated(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok()))
+        .count()
+}
+
+/// Usable pod addresses of `cidrs`: all of each range but the network address, the broadcast address (IPv4) and
+/// the gateway (the bridge's address), as host-local hands them out. Saturates at `i64::MAX`.
+pub fn ipam_capacity(cidrs: &[IpNet]) -> i64 {
+    let mut total: i64 = 0;
+    for net in cidrs {
+        let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
+        if host_bits >= 63 {
+            return i64::MAX;
+        }
+        let size: i64 = 1i64 << host_bits;
+        let reserved = match net {
+            IpNet::V4(_) => 3, // network, broadcast, gateway
+            IpNet::V6(_) => 2, // network (subnet-router anycast), gateway
+        };
+        total = total.saturating_add((size - reserved).max(0));
+    }
+    total
+}
+
 /// The families the agent programs, from the cluster CIDRs.
 pub fn families(cluster_cidrs: &[IpNet]) -> Families {
     Families::of(cluster_cidrs)
@@ -357,6 +417,26 @@ pub fn families(cluster_cidrs: &[IpNet]) -> Families {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipam_capacity_counts_usable_pod_addresses() {
+        let nets = |v: &[&str]| v.iter().map(|s| s.parse::<IpNet>().unwrap()).collect::<Vec<_>>();
+        assert_eq!(ipam_capacity(&nets(&["10.244.1.0/24"])), 253);
+        assert_eq!(ipam_capacity(&nets(&["10.244.1.0/24", "fd00:10:244:1::/120"])), 253 + 254);
+        assert_eq!(ipam_capacity(&nets(&["10.244.1.0/31"])), 0);
+        assert_eq!(ipam_capacity(&nets(&["fd00::/64"])), i64::MAX);
+        assert_eq!(ipam_capacity(&[]), 0);
+    }
+
+    #[test]
+    fn allocated_counts_only_address_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["10.244.1.2", "10.244.1.3", "fd00::5", "lock", "last_reserved_ip.0"] {
+            std::fs::write(dir.path().join(name), "id\r\neth0").unwrap();
+        }
+        assert_eq!(count_allocated(dir.path()), 3);
+        assert_eq!(count_allocated(&dir.path().join("missing")), 0);
+    }
     use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName};
 
     #[test]

@@ -389,6 +389,13 @@ async fn main() -> anyhow::Result<()> {
             },
         };
         tasks.push(tokio::spawn(cni_task(args.node_name.clone(), target, desired_rx.clone())));
+        tasks.push(tokio::spawn(causeway_node::agent::ipam_usage_task(
+            args.node_name.clone(),
+            args.ipam_dir.join(&args.cni_network),
+            metrics.clone(),
+            desired_rx.clone(),
+            std::time::Duration::from_secs(10),
+        )));
     }
     let _ = args.service_cidr;
 

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub diagnostics: IntGauge,
     pub last_sync_timestamp: IntGauge,
     pub lb_addresses_owned: IntGauge,
+    pub ipam_addresses: prometheus::IntGaugeVec,
     pub lb_ownership_changes: IntCounterVec,
     pub lb_announce_failures: IntCounter,
 }
@@ -77,6 +78,14 @@ impl Metrics {
             "causeway_node_lb_announce_failures_total",
             "Failed address changes or gratuitous ARPs on the --lb-interface.",
         )?;
+        let ipam_addresses = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "causeway_node_ipam_addresses",
+                "Pod addresses of this node: allocated (reserved in the IPAM store) and capacity (usable in its pod CIDRs).",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(ipam_addresses.clone()))?;
         registry.register(Box::new(lb_addresses_owned.clone()))?;
         registry.register(Box::new(lb_ownership_changes.clone()))?;
         registry.register(Box::new(lb_announce_failures.clone()))?;
@@ -103,6 +112,7 @@ impl Metrics {
             diagnostics,
             last_sync_timestamp,
             lb_addresses_owned,
+            ipam_addresses,
             lb_ownership_changes,
             lb_announce_failures,
         })

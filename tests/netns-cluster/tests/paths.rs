@@ -392,6 +392,35 @@ fn root_namespace_is_not_connected(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// Each agent's `causeway_node_ipam_addresses` reports the pods its node holds, and its pod CIDR's capacity.
+fn agents_report_pod_address_usage(c: &mut Cluster) -> Result<()> {
+    for i in 0..NODES {
+        let pods = c.pods.values().filter(|p| p.node == i).count();
+        let ns = c.node_ns(i).to_string();
+        let want = format!("causeway_node_ipam_addresses{{state=\"allocated\"}} {pods}");
+        let text = sys::poll("the agent's IPAM usage", CONVERGE, Duration::from_millis(200), || {
+            let text = c.probe.get_raw(
+                &ns,
+                SocketAddr::V4(causeway_netns_cluster::cluster::AGENT_ADMIN),
+                "/metrics",
+                Duration::from_secs(1),
+            )?;
+            if text.lines().any(|l| l == want) {
+                Ok(text)
+            } else {
+                Err(Error::check(format!("node{}: want `{want}`", i + 1)))
+            }
+        })?;
+        // A /24 per node: 256 addresses less network, broadcast and gateway.
+        ensure!(
+            text.lines().any(|l| l == "causeway_node_ipam_addresses{state=\"capacity\"} 253"),
+            "node{}: capacity is not 253",
+            i + 1
+        );
+    }
+    Ok(())
+}
+
 type Check = fn(&mut Cluster) -> Result<()>;
 
 const CHECKS: &[(&str, Check)] = &[
@@ -412,6 +441,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("ingress_https_with_sni", ingress_https_with_sni),
     ("l4_tcp_and_udp_through_the_edge_proxy", l4_tcp_and_udp_through_the_edge_proxy),
     ("host_port", host_port),
+    ("agents_report_pod_address_usage", agents_report_pod_address_usage),
 ];
 
 #[test]
