@@ -320,13 +320,7 @@ pub async fn cni_task(node_name: String, target: CniTarget, mut rx: watch::Recei
     loop {
         let desired = rx.borrow_and_update().clone();
         if let Some(d) = desired {
-            let cidrs: Vec<IpNet> = d
-                .nodes
-                .nodes
-                .iter()
-                .find(|n| n.name == node_name)
-                .map(|n| n.pod_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
-                .unwrap_or_default();
+            let cidrs = pod_cidrs_of(&d, &node_name);
             if cidrs.is_empty() {
                 if !warned {
                     warn!(message = "This Node has no pod CIDR yet; no CNI config written.", node = %node_name);
@@ -349,6 +343,17 @@ pub async fn cni_task(node_name: String, target: CniTarget, mut rx: watch::Recei
     }
 }
 
+/// The pod CIDRs of the Node named `node_name` (empty when it is unknown or has none).
+fn pod_cidrs_of(desired: &Desired, node_name: &str) -> Vec<IpNet> {
+    desired
+        .nodes
+        .nodes
+        .iter()
+        .find(|n| n.name == node_name)
+        .map(|n| n.pod_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Keeps `causeway_node_ipam_addresses` current: `allocated` counts the address files in the IPAM store of this
 /// node's network (the host-local layout: one file per reserved address), `capacity` the usable addresses of the
 /// Node's pod CIDRs. Updated when the Node changes and every `period`.
@@ -362,13 +367,7 @@ pub async fn ipam_usage_task(
     let mut cidrs: Vec<IpNet> = Vec::new();
     loop {
         if let Some(d) = rx.borrow_and_update().clone() {
-            cidrs = d
-                .nodes
-                .nodes
-                .iter()
-                .find(|n| n.name == node_name)
-                .map(|n| n.pod_cidrs.iter().filter_map(|c| c.parse().ok()).collect())
-                .unwrap_or_default();
+            cidrs = pod_cidrs_of(&d, &node_name);
         }
         let allocated = count_allocated(&store_dir);
         metrics.ipam_addresses.with_label_values(&["allocated"]).set(i64::try_from(allocated).unwrap_or(i64::MAX));
