@@ -6,7 +6,9 @@
 # Usage: sudo ./tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:${HOME:-/root}/.cargo/bin:${PATH}"
+# CI may start with a bare environment: rustup, cargo and go find their homes through HOME.
+export HOME="${HOME:-/root}"
+export PATH="/usr/local/go/bin:${HOME}/.cargo/bin:${PATH}"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: the suite creates network namespaces and iptables rules; run it as root." >&2
