@@ -34,4 +34,4 @@ pub mod yaml;
 pub use cluster::{Cluster, Options, PodSpec};
 pub use error::{Error, Result};
 pub use objects::{Svc, SvcPort};
-pub use suite::Suite;
+pub use suite::{Check, Suite};

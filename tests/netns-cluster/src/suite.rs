@@ -29,7 +29,41 @@ pub struct Suite {
     started: Instant,
 }
 
+/// One named check of a suite: it runs against the shared cluster and fails with an error naming what broke.
+pub type Check = fn(&mut Cluster) -> Result<()>;
+
 impl Suite {
+    /// Runs a whole suite: starts the cluster (`start`), sets it up (`populate`), runs every check in order (or
+    /// reports them all as skipped, with the cluster's diagnostics, when the setup fails), tears the cluster down,
+    /// checks that nothing was left behind, and fails the test listing every failed check.
+    pub fn run(
+        name: &str,
+        start: impl FnOnce() -> Result<Cluster>,
+        populate: fn(&mut Cluster) -> Result<()>,
+        checks: &[(&str, Check)],
+    ) {
+        let mut suite = Suite::new(name);
+        let mut cluster = match start() {
+            Ok(c) => c,
+            Err(e) => panic!("setting up the netns cluster failed: {e}"),
+        };
+        match populate(&mut cluster) {
+            Ok(()) => {
+                for (check_name, check) in checks {
+                    suite.check(&mut cluster, check_name, check);
+                }
+            }
+            Err(e) => {
+                let why = format!("{e}\n{}", cluster.diagnostics());
+                suite.skipped_by_setup(&checks.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
+            }
+        }
+        let run = cluster.run.clone();
+        drop(cluster);
+        suite.check_cleanup(&run);
+        suite.finish();
+    }
+
     /// A new suite.
     pub fn new(name: &str) -> Self {
         eprintln!("netns cluster suite {name}: starting");

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use causeway_netns_cluster::Check;
 use causeway_netns_cluster::cluster::{AGENT_ADMIN, NODES, POD_PORT, node_ip};
 use causeway_netns_cluster::netns::Netns;
 use causeway_netns_cluster::objects::{self, IngressPath};
@@ -479,8 +480,6 @@ fn connectivity_after_churn(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
-type Check = fn(&mut Cluster) -> Result<()>;
-
 const CHECKS: &[(&str, Check)] = &[
     ("scale_up_and_down_moves_traffic_within_2s", scale_up_and_down_moves_traffic_within_2s),
     ("deleting_a_pod_releases_its_address", deleting_a_pod_releases_its_address),
@@ -495,24 +494,10 @@ const CHECKS: &[(&str, Check)] = &[
 
 #[test]
 fn netns_cluster_churn() {
-    let mut suite = Suite::new("netns_cluster_churn");
-    let mut cluster = match Cluster::start(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe"))) {
-        Ok(c) => c,
-        Err(e) => panic!("setting up the netns cluster failed: {e}"),
-    };
-    match populate(&mut cluster) {
-        Ok(()) => {
-            for (name, check) in CHECKS {
-                suite.check(&mut cluster, name, check);
-            }
-        }
-        Err(e) => {
-            let why = format!("{e}\n{}", cluster.diagnostics());
-            suite.skipped_by_setup(&CHECKS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
-        }
-    }
-    let run = cluster.run.clone();
-    drop(cluster);
-    suite.check_cleanup(&run);
-    suite.finish();
+    Suite::run(
+        "netns_cluster_churn",
+        || Cluster::start(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe"))),
+        populate,
+        CHECKS,
+    );
 }

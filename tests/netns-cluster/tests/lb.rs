@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use causeway_netns_cluster::Check;
 use causeway_netns_cluster::cluster::{CLIENT_IP, NODES, Options, POD_PORT, node_ip, pod_cidr};
 use causeway_netns_cluster::objects::{self, LoadBalancer};
 use causeway_netns_cluster::probe::{LoopRecord, now_ms};
@@ -300,8 +301,6 @@ fn agents_count_owned_addresses(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
-type Check = fn(&mut Cluster) -> Result<()>;
-
 const CHECKS: &[(&str, Check)] = &[
     ("lb_address_reached_from_outside_tcp_and_udp", lb_address_reached_from_outside_tcp_and_udp),
     ("owner_lost_address_moves_within_2s", owner_lost_address_moves_within_2s),
@@ -314,25 +313,11 @@ const CHECKS: &[(&str, Check)] = &[
 
 #[test]
 fn netns_cluster_lb() {
-    let mut suite = Suite::new("netns_cluster_lb");
     let options = Options { agent_args: vec!["--lb-interface".into(), "eth0".into()], ..Options::default() };
-    let mut cluster = match Cluster::start_with(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe")), options) {
-        Ok(c) => c,
-        Err(e) => panic!("setting up the netns cluster failed: {e}"),
-    };
-    match populate(&mut cluster) {
-        Ok(()) => {
-            for (name, check) in CHECKS {
-                suite.check(&mut cluster, name, check);
-            }
-        }
-        Err(e) => {
-            let why = format!("{e}\n{}", cluster.diagnostics());
-            suite.skipped_by_setup(&CHECKS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
-        }
-    }
-    let run = cluster.run.clone();
-    drop(cluster);
-    suite.check_cleanup(&run);
-    suite.finish();
+    Suite::run(
+        "netns_cluster_lb",
+        || Cluster::start_with(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe")), options),
+        populate,
+        CHECKS,
+    );
 }

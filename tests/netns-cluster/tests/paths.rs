@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use causeway_netns_cluster::Check;
 use causeway_netns_cluster::cluster::{CLIENT_IP, NODES, POD_PORT, PROXY_ADMIN, node_ip};
 use causeway_netns_cluster::objects::{self, IngressPath, LoadBalancer};
 use causeway_netns_cluster::probe::Reply;
@@ -421,8 +422,6 @@ fn agents_report_pod_address_usage(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
-type Check = fn(&mut Cluster) -> Result<()>;
-
 const CHECKS: &[(&str, Check)] = &[
     ("root_namespace_is_not_connected", root_namespace_is_not_connected),
     ("container_to_container_over_localhost", container_to_container_over_localhost),
@@ -446,24 +445,10 @@ const CHECKS: &[(&str, Check)] = &[
 
 #[test]
 fn netns_cluster_paths() {
-    let mut suite = Suite::new("netns_cluster_paths");
-    let mut cluster = match Cluster::start(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe"))) {
-        Ok(c) => c,
-        Err(e) => panic!("setting up the netns cluster failed: {e}"),
-    };
-    match populate(&mut cluster) {
-        Ok(()) => {
-            for (name, check) in CHECKS {
-                suite.check(&mut cluster, name, check);
-            }
-        }
-        Err(e) => {
-            let why = format!("{e}\n{}", cluster.diagnostics());
-            suite.skipped_by_setup(&CHECKS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), &why);
-        }
-    }
-    let run = cluster.run.clone();
-    drop(cluster);
-    suite.check_cleanup(&run);
-    suite.finish();
+    Suite::run(
+        "netns_cluster_paths",
+        || Cluster::start(Path::new(env!("CARGO_BIN_EXE_cw-netns-probe"))),
+        populate,
+        CHECKS,
+    );
 }
