@@ -140,7 +140,8 @@ struct Args {
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Announce the LoadBalancer addresses this node owns on this interface (the one holding the node's
-    /// InternalIP): added as /32 and announced with gratuitous ARP. Off when not given.
+    /// InternalIP): added as /32 (IPv6: /128) and announced with gratuitous ARP (IPv6: unsolicited neighbour
+    /// advertisement). Off when not given.
     #[arg(long)]
     lb_interface: Option<String>,
     /// How often the announced addresses are re-checked (an address removed by hand comes back).

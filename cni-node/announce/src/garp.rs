@@ -46,7 +46,7 @@ impl PacketSocket {
         let packet = announcement(mac, ip);
         let dest = link_addr(ifindex)?;
         sendto(self.fd.as_raw_fd(), &packet, &dest, MsgFlags::empty())
-            .map_err(|e| Error::Garp { ip, source: e.into() })?;
+            .map_err(|e| Error::Announce { ip: ip.into(), source: e.into() })?;
         Ok(())
     }
 }

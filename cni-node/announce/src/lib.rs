@@ -2,39 +2,42 @@
 //!
 //! ```text
 //!  causeway_lb::plan(&index, node).my_addresses ──► Announcer::sync(wanted, now)
-//!        ├─ netlink: add each wanted IPv4 address as /32 on the interface, tagged IFA_PROTO = ADDRESS_PROTOCOL
+//!        ├─ netlink: add each wanted address as /32 or /128 (IPv6 without DAD), tagged IFA_PROTO = ADDRESS_PROTOCOL
 //!        ├─ netlink: remove tagged addresses no longer wanted (never anything else)
-//!        └─ AF_PACKET: gratuitous ARP for each new address now, then GarpConfig::count - 1 repeats
+//!        └─ announce each new address now, then GarpConfig::count - 1 repeats:
+//!             IPv4: gratuitous ARP (AF_PACKET)   IPv6: unsolicited neighbour advertisement to ff02::1 (raw ICMPv6)
 //!  Announcer::send_due(now) ──► the repeats that are due; returns when to call it next
 //!  AnnounceWorker: both on a dedicated thread, fed the latest set with `set`, re-syncing periodically
 //! ```
 //!
 //! **Only its own addresses**: an address this crate adds carries the address protocol tag
 //! [`ADDRESS_PROTOCOL`] (`IFA_PROTO`, Linux ≥ 5.18; `ip -d addr` shows it as `proto 0xca`), and removal only ever
-//! touches `/32` addresses with that tag, or ones this process added itself (for kernels that drop the tag). So a
+//! touches host addresses (`/32`, `/128`) with that tag, or ones this process added itself (for kernels that drop the tag). So a
 //! restarted agent adopts the addresses its predecessor added (no flap, no removal) and an operator's own
 //! addresses on the interface are never removed, even when they equal a LoadBalancer address.
 //!
-//! Once the kernel holds the address it answers ARP for it; the gratuitous ARP tells neighbours that already have
-//! an entry for it (the router, clients on the segment) to switch to this node's MAC now, which is what makes a
-//! failover fast.
+//! Once the kernel holds the address it answers ARP (and neighbour solicitations) for it; the gratuitous ARP or
+//! unsolicited neighbour advertisement tells neighbours that already have an entry for it (the router, clients on
+//! the segment) to switch to this node's MAC now, which is what makes a failover fast.
 //!
-//! What it deliberately does not do: no owner election (that is `causeway_lb::owner_node`, stateless), no IPv6
-//! (NDP unsolicited neighbour advertisements are not implemented; IPv6 addresses are reported as skipped), no
-//! BGP, no namespace switching (create the `Announcer` in the namespace it should act in), no shelling out.
+//! What it deliberately does not do: no owner election (that is `causeway_lb::owner_node`, stateless), no
+//! answering of ARP or neighbour solicitations itself (the kernel does, for the address it holds), no BGP, no
+//! namespace switching (create the `Announcer` in the namespace it should act in), no shelling out.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod garp;
+mod ndp;
 mod netlink;
 mod worker;
 
 pub use garp::announcement;
+pub use ndp::advertisement;
 pub use worker::{AnnounceWorker, WorkerStats};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// The `IFA_PROTO` value marking addresses added by Causeway (kernel values 0–3 are taken; 0xca is ours).
@@ -61,18 +64,18 @@ pub enum Error {
     /// The configured interface does not exist.
     #[error("interface {0} not found")]
     NoInterface(String),
-    /// A gratuitous ARP could not be sent.
-    #[error("gratuitous ARP for {ip}: {source}")]
-    Garp {
+    /// A gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) could not be sent.
+    #[error("announcing {ip} ({}): {source}", if ip.is_ipv4() { "gratuitous ARP" } else { "unsolicited neighbour advertisement" })]
+    Announce {
         /// The address announced.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Why sending failed.
         #[source]
         source: io::Error,
     },
 }
 
-/// How often gratuitous ARP is sent for a new address.
+/// How often a new address is announced (gratuitous ARP or unsolicited neighbour advertisement).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GarpConfig {
     /// Announcements per new address, the first at once (at least 1). Default 3.
@@ -91,13 +94,13 @@ impl Default for GarpConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     /// Addresses added to the interface (and announced).
-    pub added: Vec<Ipv4Addr>,
+    pub added: Vec<IpAddr>,
     /// Addresses removed from the interface.
-    pub removed: Vec<Ipv4Addr>,
-    /// Wanted addresses left alone, and why (IPv6; already present but not ours).
+    pub removed: Vec<IpAddr>,
+    /// Wanted addresses left alone, and why (already present but not ours).
     pub skipped: Vec<(IpAddr, &'static str)>,
-    /// New addresses whose first gratuitous ARP failed (the address is in place; the repeats retry).
-    pub garp_failed: Vec<(Ipv4Addr, String)>,
+    /// New addresses whose first announcement failed (the address is in place; the repeats retry).
+    pub garp_failed: Vec<(IpAddr, String)>,
 }
 
 /// Adds the addresses this node owns to one interface and announces them; removes the ones it no longer owns.
@@ -110,10 +113,12 @@ pub struct Announcer {
     garp: GarpConfig,
     nl: netlink::Netlink,
     packet: garp::PacketSocket,
+    /// Opened with the announcer, in its namespace; an error on a host without IPv6, reported per IPv6 address.
+    ndp: Result<ndp::NdpSocket, String>,
     /// Addresses this process added (a fallback for kernels that do not keep `IFA_PROTO`).
-    added: BTreeSet<Ipv4Addr>,
+    added: BTreeSet<IpAddr>,
     /// Pending repeat announcements: address → (announcements left, when the next is due).
-    repeats: BTreeMap<Ipv4Addr, (u32, Instant)>,
+    repeats: BTreeMap<IpAddr, (u32, Instant)>,
 }
 
 impl std::fmt::Debug for Announcer {
@@ -132,8 +137,9 @@ impl Announcer {
             return Err(Error::NoInterface(interface));
         }
         let packet = garp::PacketSocket::open()?;
+        let ndp = ndp::NdpSocket::open().map_err(|e| e.to_string());
         let garp = GarpConfig { count: garp.count.max(1), interval: garp.interval };
-        Ok(Self { interface, garp, nl, packet, added: BTreeSet::new(), repeats: BTreeMap::new() })
+        Ok(Self { interface, garp, nl, packet, ndp, added: BTreeSet::new(), repeats: BTreeMap::new() })
     }
 
     /// The interface this announcer acts on.
@@ -150,35 +156,26 @@ impl Announcer {
         let link = self.nl.link(&self.interface)?.ok_or_else(|| Error::NoInterface(self.interface.clone()))?;
         let present = self.nl.addresses(link.index)?;
         let mut report = SyncReport::default();
-        let mut want4 = BTreeSet::new();
-        for ip in wanted {
-            match ip {
-                IpAddr::V4(v4) => {
-                    want4.insert(*v4);
-                }
-                IpAddr::V6(_) => report.skipped.push((*ip, "IPv6 announcement (NDP) is not implemented")),
-            }
-        }
         let is_ours = |a: &netlink::LinkAddress| {
-            a.prefix_len == 32 && (a.protocol == ADDRESS_PROTOCOL || self.added.contains(&a.ip))
+            a.prefix_len == netlink::host_prefix(a.ip) && (a.protocol == ADDRESS_PROTOCOL || self.added.contains(&a.ip))
         };
-        let ours: BTreeSet<Ipv4Addr> = present.iter().filter(|a| is_ours(a)).map(|a| a.ip).collect();
-        let foreign: BTreeSet<Ipv4Addr> = present.iter().filter(|a| !is_ours(a)).map(|a| a.ip).collect();
+        let ours: BTreeSet<IpAddr> = present.iter().filter(|a| is_ours(a)).map(|a| a.ip).collect();
+        let foreign: BTreeSet<IpAddr> = present.iter().filter(|a| !is_ours(a)).map(|a| a.ip).collect();
 
-        for ip in ours.difference(&want4) {
+        for ip in ours.difference(wanted) {
             self.nl.delete_address(link.index, *ip)?;
             self.added.remove(ip);
             self.repeats.remove(ip);
             report.removed.push(*ip);
         }
-        for ip in &want4 {
+        for ip in wanted {
             if ours.contains(ip) {
                 // Adopt what a previous run added.
                 self.added.insert(*ip);
                 continue;
             }
             if foreign.contains(ip) {
-                report.skipped.push((IpAddr::V4(*ip), "already on the interface, not added by causeway"));
+                report.skipped.push((*ip, "already on the interface, not added by causeway"));
                 continue;
             }
             match self.nl.add_address(link.index, *ip, ADDRESS_PROTOCOL) {
@@ -189,7 +186,7 @@ impl Announcer {
             }
             self.added.insert(*ip);
             report.added.push(*ip);
-            let left = match self.packet.send(link.index, link.mac, *ip) {
+            let left = match self.announce(link, *ip) {
                 Ok(()) => self.garp.count - 1,
                 Err(e) => {
                     report.garp_failed.push((*ip, e.to_string()));
@@ -205,11 +202,11 @@ impl Announcer {
 
     /// Send the repeat announcements that are due at `now`. Returns when to call again (`None`: nothing pending).
     pub fn send_due(&mut self, now: Instant) -> Result<Option<Instant>, Error> {
-        let due: Vec<Ipv4Addr> = self.repeats.iter().filter(|(_, (_, at))| *at <= now).map(|(ip, _)| *ip).collect();
+        let due: Vec<IpAddr> = self.repeats.iter().filter(|(_, (_, at))| *at <= now).map(|(ip, _)| *ip).collect();
         if !due.is_empty() {
             let link = self.nl.link(&self.interface)?.ok_or_else(|| Error::NoInterface(self.interface.clone()))?;
             for ip in due {
-                self.packet.send(link.index, link.mac, ip)?;
+                self.announce(link, ip)?;
                 if let Some((left, at)) = self.repeats.get_mut(&ip) {
                     *left -= 1;
                     *at = now + self.garp.interval;
@@ -224,7 +221,19 @@ impl Announcer {
 
     /// Remove every address of ours from the interface (for a node leaving the pool of announcers; a plain
     /// restart should not call this, since the next run adopts the addresses without a flap).
-    pub fn withdraw_all(&mut self) -> Result<Vec<Ipv4Addr>, Error> {
+    pub fn withdraw_all(&mut self) -> Result<Vec<IpAddr>, Error> {
         Ok(self.sync(&BTreeSet::new(), Instant::now())?.removed)
+    }
+
+    /// One announcement of `ip` on `link`: gratuitous ARP for IPv4, an unsolicited neighbour advertisement for
+    /// IPv6.
+    fn announce(&self, link: netlink::Link, ip: IpAddr) -> Result<(), Error> {
+        match ip {
+            IpAddr::V4(v4) => self.packet.send(link.index, link.mac, v4),
+            IpAddr::V6(v6) => match &self.ndp {
+                Ok(socket) => socket.send(link.index, link.mac, v6),
+                Err(e) => Err(Error::Announce { ip, source: std::io::Error::other(format!("no ICMPv6 socket: {e}")) }),
+            },
+        }
     }
 }

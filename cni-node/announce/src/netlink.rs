@@ -8,12 +8,14 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// A link's index and hardware address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,10 +24,10 @@ pub(crate) struct Link {
     pub mac: [u8; 6],
 }
 
-/// One IPv4 address on a link, with the protocol tag it was added with (`IFA_PROTO`, 0 when none).
+/// One address on a link, with the protocol tag it was added with (`IFA_PROTO`, 0 when none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LinkAddress {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub prefix_len: u8,
     pub protocol: u8,
 }
@@ -122,10 +124,10 @@ impl Netlink {
         }))
     }
 
-    /// IPv4 addresses of link `index`.
+    /// Addresses of both families on link `index`.
     pub(crate) fn addresses(&mut self, index: u32) -> Result<Vec<LinkAddress>, Error> {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = AddressFamily::Unspec;
         msg.header.index = index;
         let answer = self.request(
             RouteNetlinkMessage::GetAddress(msg),
@@ -142,8 +144,10 @@ impl Netlink {
             let mut protocol = 0;
             for attr in &a.attributes {
                 match attr {
-                    AddressAttribute::Local(IpAddr::V4(v4)) => ip = Some(*v4),
-                    AddressAttribute::Address(IpAddr::V4(v4)) if ip.is_none() => ip = Some(*v4),
+                    // IFA_LOCAL is the address itself when present (IPv4 point-to-point links put the peer in
+                    // IFA_ADDRESS); IPv6 sends IFA_ADDRESS only.
+                    AddressAttribute::Local(local) => ip = Some(*local),
+                    AddressAttribute::Address(addr) if ip.is_none() => ip = Some(*addr),
                     AddressAttribute::Protocol(p) => protocol = u8::from(*p),
                     _ => {}
                 }
@@ -155,41 +159,59 @@ impl Netlink {
         Ok(out)
     }
 
-    fn address_message(index: u32, ip: Ipv4Addr, protocol: Option<u8>) -> AddressMessage {
+    fn address_message(index: u32, ip: IpAddr, protocol: Option<u8>) -> AddressMessage {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
         msg.header.index = index;
-        msg.header.prefix_len = 32;
+        msg.header.prefix_len = host_prefix(ip);
         msg.header.scope = AddressScope::Universe;
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        match ip {
+            IpAddr::V4(_) => {
+                msg.header.family = AddressFamily::Inet;
+                msg.attributes.push(AddressAttribute::Local(ip));
+                msg.attributes.push(AddressAttribute::Address(ip));
+            }
+            IpAddr::V6(_) => {
+                // No duplicate address detection: the address must be usable (and announced) at once, and the
+                // single owner is decided by the hash, not by DAD. Without NODAD it stays tentative for about a
+                // second and the kernel neither answers neighbour solicitations for it nor lets us send from it.
+                msg.header.family = AddressFamily::Inet6;
+                msg.header.flags = AddressHeaderFlags::Nodad;
+                msg.attributes.push(AddressAttribute::Address(ip));
+                msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+        }
         if let Some(p) = protocol {
             msg.attributes.push(AddressAttribute::Protocol(AddressProtocol::from(p)));
         }
         msg
     }
 
-    /// Add `ip/32` to link `index`, tagged with `protocol`.
-    pub(crate) fn add_address(&mut self, index: u32, ip: Ipv4Addr, protocol: u8) -> Result<(), Error> {
+    /// Add `ip` as a host address (/32 or /128) to link `index`, tagged with `protocol`.
+    pub(crate) fn add_address(&mut self, index: u32, ip: IpAddr, protocol: u8) -> Result<(), Error> {
         let msg = Self::address_message(index, ip, Some(protocol));
         self.request(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            &format!("add {ip}/32 to link #{index}"),
+            &format!("add {ip}/{} to link #{index}", host_prefix(ip)),
         )
         .map(drop)
     }
 
-    /// Remove `ip/32` from link `index`; an address already gone is not an error.
-    pub(crate) fn delete_address(&mut self, index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+    /// Remove host address `ip` from link `index`; an address already gone is not an error.
+    pub(crate) fn delete_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
         let msg = Self::address_message(index, ip, None);
         match self.request(
             RouteNetlinkMessage::DelAddress(msg),
             NLM_F_ACK,
-            &format!("remove {ip}/32 from link #{index}"),
+            &format!("remove {ip}/{} from link #{index}", host_prefix(ip)),
         ) {
             Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
             other => other.map(drop),
         }
     }
+}
+
+/// The prefix length of a single-address block of `ip`'s family: 32 or 128.
+pub(crate) fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
 }

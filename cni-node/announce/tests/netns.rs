@@ -48,10 +48,50 @@ fn announced_address_is_reachable_and_only_ours_are_removed() {
     assert!(shown.contains("10.77.0.201/32"), "the operator's address stays: {shown}");
     assert!(shown.contains("10.77.0.1/24"), "{shown}");
     assert!(!lab.ping_vip(), "a withdrawn address is no longer answered");
+}
 
-    // IPv6 is reported, not silently ignored.
-    let r = a.sync(&set(&["fd00::1"]), Instant::now()).expect("sync");
-    assert_eq!(r.skipped.len(), 1, "{r:?}");
+#[test]
+fn neighbour_advertisement_moves_the_ipv6_entry_to_the_new_owner() {
+    let lab = Lab::new();
+    assert!(!lab.ping_vip6(), "nobody holds the address yet");
+    let mut a = announcer(&lab.a);
+    let mut b = announcer(&lab.b);
+    let report = a.sync(&set(&[VIP6]), Instant::now()).expect("sync a");
+    assert_eq!(report.added, [vip6()]);
+    assert!(report.garp_failed.is_empty(), "the first advertisement failed: {report:?}");
+    let shown = sh(&["ip", "-n", &lab.a, "-6", "addr", "show", "dev", "eth0"]);
+    let line = shown.lines().find(|l| l.contains("fd00:77::c8/128")).unwrap_or_else(|| panic!("no VIP: {shown}"));
+    assert!(line.contains("nodad") && !line.contains("tentative"), "added without duplicate address detection: {line}");
+    assert!(lab.ping_vip6(), "the observer reaches the announced IPv6 address");
+    assert!(lab.neighbour6().contains(MAC_A), "observer learned node a's MAC: {}", lab.neighbour6());
+
+    // Control: the address appears on b without any advertisement; the observer's entry stays on a.
+    sh(&["ip", "-n", &lab.b, "addr", "add", "fd00:77::c8/128", "dev", "eth0", "nodad"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lab.neighbour6().contains(MAC_A), "without an advertisement nothing changes: {}", lab.neighbour6());
+    sh(&["ip", "-n", &lab.b, "addr", "del", "fd00:77::c8/128", "dev", "eth0"]);
+
+    // The address moves; the observer sends nothing meanwhile, so only the advertisement can update its entry.
+    let moved_at = Instant::now();
+    assert_eq!(a.sync(&BTreeSet::new(), moved_at).expect("withdraw a").removed, [vip6()]);
+    assert_eq!(b.sync(&set(&[VIP6]), moved_at).expect("sync b").added, [vip6()]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = lab.neighbour6();
+        if last.contains(MAC_B) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(last.contains(MAC_B), "the observer's entry still points elsewhere: {last}");
+    assert!(lab.ping_vip6(), "the observer reaches the new owner");
+
+    // Withdrawal removes only ours: the lab's own /64 stays.
+    assert_eq!(b.withdraw_all().expect("withdraw"), [vip6()]);
+    let shown = sh(&["ip", "-n", &lab.b, "-6", "addr", "show", "dev", "eth0"]);
+    assert!(!shown.contains("fd00:77::c8"), "{shown}");
+    assert!(shown.contains("fd00:77::2/64"), "{shown}");
 }
 
 #[test]

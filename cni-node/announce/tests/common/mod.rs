@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub const VIP: &str = "10.77.0.200";
+pub const VIP6: &str = "fd00:77::c8";
 pub const MAC_A: &str = "02:00:00:77:00:0a";
 pub const MAC_B: &str = "02:00:00:77:00:0b";
 
@@ -71,15 +72,17 @@ impl Lab {
         }
         sh(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
         sh(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
-        for (ns, port, addr, mac) in [
-            (&lab.a, "va", "10.77.0.1/24", MAC_A),
-            (&lab.b, "vb", "10.77.0.2/24", MAC_B),
-            (&lab.obs, "vo", "10.77.0.100/24", "02:00:00:77:00:64"),
+        for (ns, port, addr, addr6, mac) in [
+            (&lab.a, "va", "10.77.0.1/24", "fd00:77::1/64", MAC_A),
+            (&lab.b, "vb", "10.77.0.2/24", "fd00:77::2/64", MAC_B),
+            (&lab.obs, "vo", "10.77.0.100/24", "fd00:77::64/64", "02:00:00:77:00:64"),
         ] {
             sh(&["ip", "-n", &lab.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
             sh(&["ip", "-n", &lab.hub, "link", "set", port, "master", "br0", "up"]);
             sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
             sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+            // No duplicate address detection: the lab's addresses are usable at once.
+            sh(&["ip", "-n", ns, "addr", "add", addr6, "dev", "eth0", "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         lab
@@ -91,6 +94,14 @@ impl Lab {
 
     pub fn neighbour(&self) -> String {
         sh(&["ip", "-n", &self.obs, "neigh", "show", VIP])
+    }
+
+    pub fn ping_vip6(&self) -> bool {
+        try_sh(&["ip", "netns", "exec", &self.obs, "ping", "-6", "-c", "1", "-W", "1", VIP6]).0
+    }
+
+    pub fn neighbour6(&self) -> String {
+        sh(&["ip", "-n", &self.obs, "-6", "neigh", "show", VIP6])
     }
 }
 
@@ -115,8 +126,12 @@ pub fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
     ips.iter().map(|s| s.parse().expect("address")).collect()
 }
 
-pub fn vip() -> std::net::Ipv4Addr {
+pub fn vip() -> IpAddr {
     VIP.parse().expect("vip")
+}
+
+pub fn vip6() -> IpAddr {
+    VIP6.parse().expect("vip6")
 }
 
 /// A UDP echo server on port 7777 in namespace `ns`, answering until the returned guard is dropped.
