@@ -28,10 +28,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim
 # iptables (iptables-restore, the nft backend by default; `update-alternatives --set iptables
 # /usr/sbin/iptables-legacy` in a derived image for legacy hosts), nftables for the coming nftables mode,
-# iproute2 for diagnostics (`kubectl exec ... ip route`), ca-certificates for the API server's and upstream CAs.
+# iproute2 for diagnostics (`kubectl exec ... ip route`), conntrack for the node agent's clean-up of stale flows
+# after rule syncs, ca-certificates for the API server's and upstream CAs.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iptables nftables iproute2 ca-certificates \
+        iptables nftables iproute2 conntrack ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 65532 causeway \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \

@@ -8,6 +8,7 @@
 //! ```
 
 use crate::cni::{CniSettings, Families, install_plugin, render_conflist, write_atomic};
+use crate::conntrack::{ConntrackTool, StaleFlows};
 use crate::http::{HealthEntry, HealthServers, HealthState};
 use crate::metrics::Metrics;
 use crate::routes::{Router, wanted_routes};
@@ -52,6 +53,8 @@ pub struct RulesConfig {
     pub full_sync_period: Duration,
     pub retry_period: Duration,
     pub health_bind: IpAddr,
+    /// Deletes stale conntrack flows after each successful sync; `None` turns clean-up off.
+    pub conntrack: Option<ConntrackTool>,
 }
 
 impl RulesConfig {
@@ -120,6 +123,8 @@ pub async fn rules_task(
     let mut next_full = now + cfg.full_sync_period;
     let mut retry_at: Option<Instant> = None;
     let mut last_seen: Option<Instant> = None;
+    // The Services whose rules were last applied on every family: what conntrack clean-up diffs against.
+    let mut applied: Option<Arc<Desired>> = None;
     let mut pending = true;
     loop {
         if !pending {
@@ -240,6 +245,26 @@ pub async fn rules_task(
             metrics.diagnostics.set(diags);
             let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
             metrics.last_sync_timestamp.set(unix as i64);
+            // Only once the rules are in place: a flow deleted earlier would be recreated by its next packet
+            // exactly as before.
+            if let Some(tool) = cfg.conntrack.clone() {
+                let stale = StaleFlows::between(applied.as_ref().map(|d| &d.services), &desired.services);
+                if !stale.is_empty() {
+                    match tokio::task::spawn_blocking(move || tool.clean(&stale)).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => {
+                            metrics.conntrack_deleted.inc_by(n as u64);
+                            info!(message = "Stale conntrack flows deleted.", flows = n);
+                        }
+                        Ok(Err(error)) => {
+                            metrics.conntrack_failures.inc();
+                            warn!(message = "Conntrack clean-up failed; stale flows may linger.", %error);
+                        }
+                        Err(_) => metrics.conntrack_failures.inc(),
+                    }
+                }
+            }
+            applied = Some(desired.clone());
         } else {
             retry_at = Some(Instant::now() + cfg.retry_period);
         }

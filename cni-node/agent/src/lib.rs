@@ -18,12 +18,14 @@
 //!
 //! What it deliberately does not do: it owns only its own chains and jump rules and never flushes anything
 //! else (design invariant 5); it does not implement hostPort itself (it chains `portmap`), nftables mode,
-//! NetworkPolicy, topology-aware routing or UDP conntrack cleanup. Every path, directory and binary is a
+//! NetworkPolicy or topology-aware routing. After a sync, [`conntrack`] deletes the flows the new rules cannot
+//! fix (kube-proxy's UDP clean-up, extended to untranslated TCP flows). Every path, directory and binary is a
 //! flag, so several agents can run in several network namespaces of one machine (design invariant 6).
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod cni;
+pub mod conntrack;
 pub mod diagnostics;
 pub mod http;
 pub mod lb;

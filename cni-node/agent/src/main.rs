@@ -111,6 +111,12 @@ struct Args {
     iptables: PathBuf,
     #[arg(long, default_value = "ip6tables")]
     ip6tables: PathBuf,
+    /// The `conntrack` program (conntrack-tools), used after syncs to delete flows the new rules cannot fix.
+    #[arg(long, default_value = "conntrack")]
+    conntrack: PathBuf,
+    /// Do not delete stale conntrack flows after syncs.
+    #[arg(long)]
+    no_conntrack_cleanup: bool,
     #[arg(long, default_value = "ip6tables-restore")]
     ip6tables_restore: PathBuf,
     #[arg(long, default_value = "ip6tables-save")]
@@ -348,6 +354,8 @@ async fn main() -> anyhow::Result<()> {
             full_sync_period: args.full_sync_period,
             retry_period: args.sync_period.min(Duration::from_secs(5)),
             health_bind: args.health_check_bind,
+            conntrack: (!args.no_conntrack_cleanup)
+                .then(|| causeway_node::conntrack::ConntrackTool { program: args.conntrack.clone() }),
         };
         tasks.push(tokio::spawn(rules_task(
             cfg,

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub ipam_addresses: prometheus::IntGaugeVec,
     pub lb_ownership_changes: IntCounterVec,
     pub lb_announce_failures: IntCounter,
+    pub conntrack_deleted: IntCounter,
+    pub conntrack_failures: IntCounter,
 }
 
 fn buckets() -> Vec<f64> {
@@ -85,6 +87,17 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let conntrack_deleted = IntCounter::new(
+            "causeway_node_conntrack_flows_deleted_total",
+            "Stale conntrack flows deleted after rule syncs (untranslated flows to Services that gained endpoints; \
+             UDP/SCTP flows to removed endpoints).",
+        )?;
+        let conntrack_failures = IntCounter::new(
+            "causeway_node_conntrack_cleanup_failures_total",
+            "Conntrack clean-ups that could not run (conntrack missing or failing).",
+        )?;
+        registry.register(Box::new(conntrack_deleted.clone()))?;
+        registry.register(Box::new(conntrack_failures.clone()))?;
         registry.register(Box::new(ipam_addresses.clone()))?;
         registry.register(Box::new(lb_addresses_owned.clone()))?;
         registry.register(Box::new(lb_ownership_changes.clone()))?;
@@ -115,6 +128,8 @@ impl Metrics {
             ipam_addresses,
             lb_ownership_changes,
             lb_announce_failures,
+            conntrack_deleted,
+            conntrack_failures,
         })
     }
 

@@ -406,3 +406,90 @@ fn rules_flushed_by_someone_else_are_restored() {
     });
     assert!(agent.log_text().contains("flushed by someone else"), "{}", agent.log_text());
 }
+
+/// Connects from `ns` to `to` from source port `sport` (a client that reuses a port, as busy clients do within
+/// the 120 s a SYN_SENT conntrack entry lives) and reads the greeting; `timeout` bounds the connect.
+fn hello_from_port(ns: &Netns, src: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Reply {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt};
+    let src: SocketAddr = format!("{src}:{sport}").parse().unwrap();
+    ns.run(move || {
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        // A blocking connect gives up after the send timeout.
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
+        setsockopt(&fd, sockopt::SendTimeout, &tv).expect("SO_SNDTIMEO");
+        let SocketAddr::V4(src) = src else { unreachable!() };
+        let SocketAddr::V4(to) = to else { unreachable!() };
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).expect("bind the source port");
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)) {
+            Ok(()) => {
+                let s = TcpStream::from(fd);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                match BufReader::new(s).read_line(&mut line) {
+                    Ok(n) if n > 0 => {
+                        let mut it = line.split_whitespace();
+                        Reply::Hello(it.next().unwrap_or_default().into(), it.next().unwrap_or_default().into())
+                    }
+                    other => Reply::Other(format!("{other:?}")),
+                }
+            }
+            Err(nix::errno::Errno::ECONNREFUSED) => Reply::Refused,
+            Err(nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EAGAIN | nix::errno::Errno::ETIMEDOUT) => {
+                Reply::Timeout
+            }
+            Err(e) => Reply::Other(e.to_string()),
+        }
+    })
+}
+
+/// A pod sends a SYN to a ClusterIP before the Service's rules exist (a client starting early): conntrack keeps
+/// the untranslated flow for 120 s, and a later connection that reuses the source port would follow it into
+/// the void instead of the new rules. Returns what that later connection got.
+fn reused_port_after_the_service_appears(cleanup: bool) -> (Reply, String) {
+    let lab = Lab::new(2);
+    let _s1 = Server::start(&lab.pods[1], "pod1", addr("0.0.0.0:8080"));
+    base(&lab);
+    let agent = lab.start_agent(if cleanup { &[] } else { &["--no-conntrack-cleanup"] });
+    lab.wait_ready(&agent);
+    let svc = addr("10.96.0.30:80");
+    let early = hello_from_port(&lab.pods[0], &lab.pod_ip(0), 41000, svc, Duration::from_millis(300));
+    assert!(!matches!(early, Reply::Hello(..)), "nothing serves 10.96.0.30 yet: {early:?}");
+    let ct = lab.node.exec(&["conntrack", "-L", "-p", "tcp", "--orig-port-src", "41000"]);
+    assert!(ct.contains("dst=10.96.0.30") && ct.contains("[UNREPLIED] src=10.96.0.30"), "no untranslated flow: {ct}");
+
+    lab.write_manifest("10-late.yaml", &svc_yaml("late", "10.96.0.30", "http", 80, 8080, "ClusterIP", None, ""));
+    lab.write_manifest(
+        "11-late-eps.yaml",
+        &slice_yaml("late", "late-1", "http", 8080, &[(&lab.pod_ip(1), "node-a", true)]),
+    );
+    // Fresh source ports reach the Service: its rules are in place.
+    wait_for("the new Service to answer", Duration::from_secs(10), || {
+        matches!(hello(&lab.pods[0], svc), Reply::Hello(..)).then_some(())
+    });
+    let reply = hello_from_port(&lab.pods[0], &lab.pod_ip(0), 41000, svc, Duration::from_secs(2));
+    (reply, lab.metrics())
+}
+
+#[test]
+fn untranslated_flow_from_before_a_service_is_deleted_once_it_has_endpoints() {
+    let (reply, metrics) = reused_port_after_the_service_appears(true);
+    assert!(matches!(&reply, Reply::Hello(name, _) if name == "pod1"), "reused port: {reply:?}");
+    let deleted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("causeway_node_conntrack_flows_deleted_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(deleted >= 1, "the stale flow was not counted: {metrics}");
+}
+
+/// The control: without clean-up the same connection fails, so the test above measures the clean-up.
+#[test]
+fn without_conntrack_cleanup_the_reused_port_follows_the_stale_flow() {
+    let (reply, _) = reused_port_after_the_service_appears(false);
+    assert!(
+        !matches!(reply, Reply::Hello(..)),
+        "the kernel now re-translates a reused SYN_SENT flow by itself; conntrack clean-up for TCP may be moot: \
+         {reply:?}"
+    );
+}
