@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apiserver;
 pub mod bins;
 pub mod cluster;
 pub mod cni;
@@ -26,6 +27,7 @@ pub mod manifests;
 pub mod netns;
 pub mod objects;
 pub mod probe;
+pub mod source;
 pub mod suite;
 pub mod sys;
 pub mod tls;
@@ -34,4 +36,5 @@ pub mod yaml;
 pub use cluster::{Cluster, Options, PodSpec};
 pub use error::{Error, Result};
 pub use objects::{Svc, SvcPort};
+pub use source::Source;
 pub use suite::{Check, Suite};
