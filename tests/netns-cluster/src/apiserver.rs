@@ -7,6 +7,11 @@
 //! of objects (a "stem", one file in manifests mode) is applied server-side in one call, statuses go through the
 //! status subresource, and objects that left the group are deleted, so both sources see the same changes.
 //!
+//! Every component runs as its own ServiceAccount from the kustomize base (`manifests/`: the Namespace, the
+//! RBAC and the CRDs are applied at start): its kubeconfig is the admin's with `as:
+//! system:serviceaccount:causeway-system:NAME`, so the API server impersonates the account and authorizes every
+//! request against the ClusterRoles we ship. A missing grant fails the component's start-up access check.
+//!
 //! Clean-up: [`ApiServer`]'s drop runs `stop.sh`; start.sh's watchdog (`CAUSEWAY_CLUSTER_OWNER_PID`, the test
 //! process) stops it if the test process is killed, and the sweep of a killed run kills whatever is left in its
 //! underlay namespace.
@@ -29,7 +34,8 @@ pub fn cluster_scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster")
 }
 
-/// The repository's kustomize base (`manifests/`), whose CustomResourceDefinitions are installed at start.
+/// The repository's kustomize base (`manifests/`), whose Namespace, CustomResourceDefinitions and RBAC are
+/// installed at start.
 pub fn manifests_base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
 }
@@ -53,8 +59,12 @@ pub struct ApiServer {
     pub dir: PathBuf,
     /// `https://172.18.0.1:PORT`.
     pub url: String,
-    /// The admin kubeconfig (user in `system:masters`), given to every component.
+    /// The admin kubeconfig (user in `system:masters`): the harness's own.
     pub kubeconfig: PathBuf,
+    /// The node agents' kubeconfig: ServiceAccount `causeway-system/causeway-node`.
+    pub node_kubeconfig: PathBuf,
+    /// The edge proxy's kubeconfig: ServiceAccount `causeway-system/causeway`.
+    pub proxy_kubeconfig: PathBuf,
     /// The kubectl start.sh names.
     pub kubectl: PathBuf,
     /// The namespace everything runs in and kubectl is run from.
@@ -87,9 +97,14 @@ impl ApiServer {
 
     /// Runs kubectl (as the admin) inside the namespace with `stdin`; its stdout.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        self.kubectl_with(&self.kubeconfig, args, stdin)
+    }
+
+    /// Runs kubectl with `kubeconfig` (a component's identity) inside the namespace with `stdin`; its stdout.
+    pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut cmd = sys::in_ns(&self.ns, &self.kubectl);
         cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(self.dir.join("kubectl-cache"))
             .arg("--request-timeout=10s")
@@ -117,24 +132,27 @@ impl ApiServer {
         }
     }
 
-    /// Installs the CustomResourceDefinitions of the kustomize base (`manifests/crd-*.yaml`), so objects of
-    /// those kinds (IPPool) can be written as in manifests mode.
-    pub fn install_crds(&self) -> Result<()> {
+    /// Installs what the kustomize base (`manifests/`) gives a cluster before the workloads: the Namespace,
+    /// the CustomResourceDefinitions (so IPPools can be written as in manifests mode) and the components' RBAC.
+    pub fn install_base(&self) -> Result<()> {
         let base = manifests_base();
         let entries = std::fs::read_dir(&base).map_err(|e| Error::io(format!("listing {}", base.display()), e))?;
         let mut files: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("crd-") && n.ends_with(".yaml"))
-            })
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(is_base_file))
             .collect();
-        files.sort();
+        // The Namespace before the objects in it (kubectl applies a stream in order).
+        files.sort_by_key(|p| (!p.ends_with("namespace.yaml"), p.clone()));
+        let mut text = String::new();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?;
-            self.kubectl(&["apply", "--server-side", "--field-manager=netns-cluster", "-f", "-"], Some(&text))?;
+            let t = std::fs::read_to_string(&f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?;
+            text.push_str(&t);
+            text.push_str("\n---\n");
         }
-        Ok(())
+        self.kubectl(&["apply", "--server-side", "--field-manager=netns-cluster", "-f", "-"], Some(&text))
+            .map(drop)
+            .map_err(|e| Error::check(format!("installing the kustomize base's namespace, CRDs and RBAC: {e}")))
     }
 
     /// Makes the objects of group `stem` exactly `docs`: applies them (server-side), writes their statuses
@@ -226,6 +244,8 @@ impl Starting {
             dir: self.dir.clone(),
             url: String::new(),
             kubeconfig: PathBuf::new(),
+            node_kubeconfig: PathBuf::new(),
+            proxy_kubeconfig: PathBuf::new(),
             kubectl: PathBuf::new(),
             ns: self.ns,
             written: Mutex::new(BTreeMap::new()),
@@ -247,6 +267,18 @@ impl Starting {
         };
         plane.url = get("APISERVER_URL")?;
         plane.kubeconfig = PathBuf::from(get("KUBECONFIG")?);
+        let admin = std::fs::read_to_string(&plane.kubeconfig)
+            .map_err(|e| Error::io(format!("reading {}", plane.kubeconfig.display()), e))?;
+        for (file, account) in [("node.kubeconfig", "causeway-node"), ("proxy.kubeconfig", "causeway")] {
+            let path = plane.dir.join(file);
+            let text = impersonating(&admin, &format!("system:serviceaccount:causeway-system:{account}"))?;
+            std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            if account == "causeway" {
+                plane.proxy_kubeconfig = path;
+            } else {
+                plane.node_kubeconfig = path;
+            }
+        }
         plane.kubectl = PathBuf::from(get("KUBECTL")?);
         if !plane.kubectl.is_file() {
             return Err(Error::check(format!(
@@ -265,6 +297,32 @@ pub fn parse_env(text: &str) -> BTreeMap<String, String> {
         .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// The files of `manifests/` installed before the workloads: the Namespace, CRDs and RBAC (not the Deployment
+/// or DaemonSet: there is no kubelet; the harness runs the processes itself).
+fn is_base_file(name: &str) -> bool {
+    name == "namespace.yaml" || (name.ends_with(".yaml") && (name.starts_with("crd-") || name.ends_with("-rbac.yaml")))
+}
+
+/// start.sh's single-user kubeconfig with `as: USER` added to its user, so the API server impersonates `user`.
+pub fn impersonating(kubeconfig: &str, user: &str) -> Result<String> {
+    let mut out = String::with_capacity(kubeconfig.len() + 80);
+    let mut added = 0;
+    for line in kubeconfig.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line == "  user:" {
+            // JSON string quoting is valid YAML and keeps the colons of the name a scalar.
+            out.push_str(&format!("    as: {}\n", Value::String(user.to_string())));
+            added += 1;
+        }
+    }
+    if added == 1 {
+        Ok(out)
+    } else {
+        Err(Error::check(format!("the kubeconfig has {added} `  user:` lines, want 1 (start.sh's format changed?)")))
+    }
 }
 
 /// Whether kubectl failed because the kind is not served (yet).
@@ -397,6 +455,35 @@ mod tests {
             json!({"kind": "Service", "metadata": {"name": "a"}, "status": null}),
         ] {
             assert_eq!(with_status(&none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn impersonating_kubeconfigs() {
+        let admin = "users:\n- name: admin\n  user:\n    client-certificate-data: QQ==\ncontexts: []\n";
+        let got = impersonating(admin, "system:serviceaccount:causeway-system:causeway").expect("one user");
+        assert_eq!(
+            got,
+            "users:\n- name: admin\n  user:\n    as: \"system:serviceaccount:causeway-system:causeway\"\n    \
+             client-certificate-data: QQ==\ncontexts: []\n"
+        );
+        assert!(impersonating("users: []\n", "x").is_err());
+        assert!(impersonating("  user:\n  user:\n", "x").is_err());
+    }
+
+    #[test]
+    fn base_files() {
+        for (name, want) in [
+            ("namespace.yaml", true),
+            ("crd-ippool.yaml", true),
+            ("node-rbac.yaml", true),
+            ("controller-rbac.yaml", true),
+            ("controller-deployment.yaml", false),
+            ("node-daemonset.yaml", false),
+            ("kustomization.yaml", false),
+            ("crd-ippool.yaml.orig", false),
+        ] {
+            assert_eq!(is_base_file(name), want, "{name}");
         }
     }
 

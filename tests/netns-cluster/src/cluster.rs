@@ -31,7 +31,7 @@ use crate::manifests::ManifestDir;
 use crate::netns::{self, Netns};
 use crate::objects::{self, Endpoint, Svc};
 use crate::probe::{Probe, Reply};
-use crate::source::{ObjectStore, Source};
+use crate::source::{Component, ObjectStore, Source};
 use crate::sys::{self, Proc};
 
 /// Number of nodes.
@@ -231,8 +231,9 @@ impl Cluster {
             None => ObjectStore::Manifests(ManifestDir::create(&dir.join("manifests"))?),
             Some(s) => {
                 let plane = s.wait()?;
-                // The kinds of the kustomize base (IPPool), so any suite's objects can be written here.
-                plane.install_crds()?;
+                // The kustomize base's Namespace, CRDs (IPPool, so any suite's objects can be written here) and
+                // the RBAC the components run under.
+                plane.install_base()?;
                 ObjectStore::ApiServer(plane)
             }
         };
@@ -290,7 +291,7 @@ impl Cluster {
         let mut cmd = sys::in_ns(&n.ns.name, &self.bins.node);
         cmd.arg("--node-name")
             .arg(&n.name)
-            .args(self.store.component_args())
+            .args(self.store.component_args(Component::Node))
             .arg("--cni-conf-dir")
             .arg(&n.conf_dir)
             .arg("--cni-bin-dir")
@@ -320,7 +321,7 @@ impl Cluster {
         let n = &self.nodes[0];
         let mut cmd = sys::in_ns(&n.ns.name, &self.bins.causeway);
         cmd.arg("run")
-            .args(self.store.component_args())
+            .args(self.store.component_args(Component::Proxy))
             .arg("--http-addr")
             .arg(format!("{}:80", n.ip))
             .arg("--https-addr")
@@ -330,10 +331,6 @@ impl Cluster {
             .arg("--publish-address")
             .arg(n.ip.to_string())
             .args(&self.options.proxy_args);
-        if self.store.source() == Source::ApiServer {
-            // The leader-election Lease (the default namespace, causeway-system, is the kustomize base's).
-            cmd.arg("--lease-namespace").arg("default");
-        }
         self.proxy = Some(Proc::spawn("causeway run on node1", cmd, &self.dir.join("proxy.log"))?);
         Ok(())
     }

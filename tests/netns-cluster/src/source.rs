@@ -21,6 +21,15 @@ pub enum Source {
     ApiServer,
 }
 
+/// A component the cluster runs, as far as its access to the source differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// `causeway-node` (ServiceAccount `causeway-system/causeway-node` on the API server).
+    Node,
+    /// `causeway run` (ServiceAccount `causeway-system/causeway`).
+    Proxy,
+}
+
 /// The running source, where the harness writes objects.
 #[derive(Debug)]
 pub enum ObjectStore {
@@ -55,11 +64,16 @@ impl ObjectStore {
         }
     }
 
-    /// The flags that point a component (`causeway-node`, `causeway run`) at this source.
-    pub fn component_args(&self) -> Vec<OsString> {
-        match self {
-            ObjectStore::Manifests(m) => vec!["--manifests".into(), m.dir.clone().into()],
-            ObjectStore::ApiServer(a) => vec!["--kubeconfig".into(), a.kubeconfig.clone().into()],
+    /// The flags that point `component` at this source.
+    pub fn component_args(&self, component: Component) -> Vec<OsString> {
+        match (self, component) {
+            (ObjectStore::Manifests(m), _) => vec!["--manifests".into(), m.dir.clone().into()],
+            (ObjectStore::ApiServer(a), Component::Node) => {
+                vec!["--kubeconfig".into(), a.node_kubeconfig.clone().into()]
+            }
+            (ObjectStore::ApiServer(a), Component::Proxy) => {
+                vec!["--kubeconfig".into(), a.proxy_kubeconfig.clone().into()]
+            }
         }
     }
 

@@ -74,6 +74,27 @@ fn api_server_holds_the_cluster(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The components' kubeconfigs are their ServiceAccounts of the kustomize base, not the admin: the API server
+/// answers `whoami` with the account, and the accounts may read what they watch but not write Services.
+fn components_run_as_their_service_accounts(c: &mut Cluster) -> Result<()> {
+    let api = c.store.api_server()?;
+    for (kubeconfig, account) in [(&api.node_kubeconfig, "causeway-node"), (&api.proxy_kubeconfig, "causeway")] {
+        let user = format!("system:serviceaccount:causeway-system:{account}");
+        let who =
+            api.kubectl_with(kubeconfig, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], None)?;
+        ensure!(who.trim() == user, "{}: the API server sees `{}`, want {user}", kubeconfig.display(), who.trim());
+        let can = |verb: &str, what: &str| {
+            // `auth can-i` exits 1 for "no": read the answer, not the status.
+            let mut cmd = sys::in_ns(&api.ns, &api.kubectl);
+            cmd.arg("--kubeconfig").arg(kubeconfig).args(["auth", "can-i", verb, what, "-n", "default"]);
+            sys::output(&mut cmd).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        ensure!(can("watch", "endpointslices.discovery.k8s.io")? == "yes", "{user} cannot watch EndpointSlices");
+        ensure!(can("create", "services")? == "no", "{user} may create Services (it should only read them)");
+    }
+    Ok(())
+}
+
 /// The edge proxy won the Lease and, as the leader, wrote its address into the Ingresses' status.
 fn leader_writes_ingress_status(c: &mut Cluster) -> Result<()> {
     let want = node_ip(0).to_string();
@@ -84,8 +105,9 @@ fn leader_writes_ingress_status(c: &mut Cluster) -> Result<()> {
         )?;
         if got.trim() == want { Ok(()) } else { Err(Error::check(format!("status holds `{}`", got.trim()))) }
     })?;
-    let holder = kubectl(c, &["-n", "default", "get", "lease", "causeway", "-o", "jsonpath={.spec.holderIdentity}"])?;
-    ensure!(!holder.trim().is_empty(), "Lease default/causeway has no holder");
+    let holder =
+        kubectl(c, &["-n", "causeway-system", "get", "lease", "causeway", "-o", "jsonpath={.spec.holderIdentity}"])?;
+    ensure!(!holder.trim().is_empty(), "Lease causeway-system/causeway has no holder");
     Ok(())
 }
 
@@ -226,6 +248,7 @@ fn scale_through_the_api_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> 
 
 const KUBE_CHECKS: &[(&str, Check)] = &[
     ("api_server_holds_the_cluster", api_server_holds_the_cluster),
+    ("components_run_as_their_service_accounts", components_run_as_their_service_accounts),
     ("leader_writes_ingress_status", leader_writes_ingress_status),
     (
         "pod_reaches_the_api_server_through_the_kubernetes_service",
