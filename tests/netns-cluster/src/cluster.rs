@@ -2,7 +2,7 @@
 //! node agent on every node, the edge proxy on node 1, and pods created through the CNI plugin.
 //!
 //! ```text
-//!                    netns <run>-u:  br0 172.18.0.1 (the nodes' default gateway)
+//!                    netns <run>-u:  br0 172.18.0.1 (the nodes' default gateway; the API server, if the source)
 //!          ┌──────────────┬──────────┴───┬──────────────┐
 //!   <run>-n1 eth0     <run>-n2 eth0   <run>-n3 eth0   <run>-cl eth0
 //!   172.18.0.2        172.18.0.3      172.18.0.4      172.18.0.100
