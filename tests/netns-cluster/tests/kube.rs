@@ -4,7 +4,7 @@
 //! objects as in manifests mode through the API (Node status through the status subresource, EndpointSlices
 //! with the CNI ADD results). Every path check of `common/paths.rs` runs here too, plus what only a cluster has:
 //! the objects as the API server holds them, the leader's Ingress status, a pod reaching the API server through
-//! the `kubernetes` Service, and a Service scaled up and down through the API under load.
+//! the `kubernetes` Service, a Service scaled up and down through the API under load, and one deleted.
 //!
 //! Pods: those of `common/paths.rs`, plus `s1` (node1) and `s2` (node2) behind `scale`; `s3` (node3) joins
 //! during scaling.
@@ -24,6 +24,7 @@ use common::paths::{CONVERGE, sa};
 
 const SCALE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 const SCALE_HOST: &str = "scale.example.test";
+const GONE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 23);
 /// The `kubernetes` Service the API server creates for itself (the first address of the Service CIDR).
 const KUBERNETES_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// The bound: a changed EndpointSlice moves traffic within 2 s.
@@ -248,6 +249,33 @@ fn scale_through_the_api_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> 
     Ok(())
 }
 
+/// A Service and its slice created and then deleted through the API: served, then its objects are gone from the
+/// API server and its ClusterIP stops answering within 2 s.
+fn deleted_service_stops_answering(c: &mut Cluster) -> Result<()> {
+    let ns = c.pod_ns("b1")?;
+    c.apply_service(&Svc::new("gone", GONE_IP, vec![SvcPort::tcp("http", 80, POD_PORT)]), &["a1"])?;
+    let r = c.get_eventually(&ns, sa(GONE_IP, 80), CONVERGE)?;
+    ensure!(r.pod == "a1", "b1 -> gone: answered by {}", r.pod);
+    let t = now_ms();
+    c.store.remove("svc-gone")?;
+    let left = kubectl(c, &["-n", "default", "get", "service,endpointslice", "--ignore-not-found", "-o", "name"])?;
+    ensure!(!left.lines().any(|l| l.ends_with("/gone") || l.ends_with("/gone-1")), "still in the API server: {left}");
+    let stopped = sys::poll("b1 -> gone to stop answering", Duration::from_secs(5), Duration::from_millis(50), || {
+        // Three requests in a row unanswered, so one lost request does not pass for a deleted Service.
+        let from = now_ms();
+        for _ in 0..3 {
+            if let Ok(r) = c.probe.get(&ns, sa(GONE_IP, 80), None, "/", Duration::from_millis(300)) {
+                return Err(Error::check(format!("answered by {}", r.pod)));
+            }
+        }
+        Ok(from)
+    })?;
+    let took = stopped.saturating_sub(t);
+    eprintln!("  gone stopped answering {took} ms after the delete started");
+    ensure!(took <= MOVE_WITHIN_MS, "the deleted Service answered until {took} ms after the delete started");
+    Ok(())
+}
+
 const KUBE_CHECKS: &[(&str, Check)] = &[
     ("api_server_holds_the_cluster", api_server_holds_the_cluster),
     ("components_run_as_their_service_accounts", components_run_as_their_service_accounts),
@@ -257,6 +285,7 @@ const KUBE_CHECKS: &[(&str, Check)] = &[
         pod_reaches_the_api_server_through_the_kubernetes_service,
     ),
     ("scale_through_the_api_moves_traffic_within_2s", scale_through_the_api_moves_traffic_within_2s),
+    ("deleted_service_stops_answering", deleted_service_stops_answering),
 ];
 
 #[test]
