@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a real control plane on loopback: one etcd and one kube-apiserver (built by tests/cluster/build.sh), with
-# free ports picked at run time and certificates generated here with openssl. Stop it with tests/cluster/stop.sh.
+# Starts a real control plane on loopback (or CAUSEWAY_CLUSTER_ADDRESS): one etcd and one kube-apiserver (built by
+# tests/cluster/build.sh), with free ports picked at run time and certificates generated here with openssl. Stop it
+# with tests/cluster/stop.sh.
 #
 # Usage: tests/cluster/start.sh [--only etcd|apiserver] DIR
 #   DIR is created if needed and holds everything: pki/, etcd data, logs, *.pid, kubeconfigs and `env`.
@@ -19,6 +20,10 @@
 #   CAUSEWAY_CLUSTER_OWNER_PID  if set, everything started here is stopped when that process exits (tests set it
 #                               so a killed test run leaves no API server behind)
 #   CAUSEWAY_CLUSTER_TIMEOUT    seconds to wait for readiness [120]
+#   CAUSEWAY_CLUSTER_ADDRESS    the address the API server binds and advertises [127.0.0.1]; it must exist in the
+#                               network namespace start.sh runs in (the netns cluster runs it in its underlay
+#                               namespace on 172.18.0.1, so node agents reach it over the test network). etcd
+#                               stays on that namespace's loopback.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -34,6 +39,7 @@ KUBE_APISERVER="${KUBE_APISERVER:-$CACHE/k8s-$K8S_VERSION/kube-apiserver}"
 ETCD="${ETCD:-$CACHE/etcd-$ETCD_VERSION/etcd}"
 KUBECTL="${KUBECTL:-$CACHE/k8s-$K8S_VERSION/kubectl}"
 TIMEOUT="${CAUSEWAY_CLUSTER_TIMEOUT:-120}"
+ADDRESS="${CAUSEWAY_CLUSTER_ADDRESS:-127.0.0.1}"
 
 die() { printf 'start.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -62,10 +68,12 @@ cleanup_on_failure() {
 }
 trap cleanup_on_failure EXIT
 
-# A free loopback port: bind port 0 and report what the kernel chose. The port is released before the server
-# binds it; the kernel hands out ephemeral ports in rotation, so a reuse within that window is unlikely.
+# A free port on address $1 [127.0.0.1]: bind port 0 and report what the kernel chose. The port is released
+# before the server binds it; the kernel hands out ephemeral ports in rotation, so a reuse within that window is
+# unlikely.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    python3 -c 'import socket, sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()' \
+        "${1:-127.0.0.1}"
 }
 
 # --- Certificates ------------------------------------------------------------------------------------------------
@@ -83,6 +91,8 @@ sign() {
     rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
 
+EXTRA_SAN=""
+[ "$ADDRESS" = 127.0.0.1 ] || EXTRA_SAN=",IP:$ADDRESS"
 if [ ! -f "$PKI/done" ]; then
     mkdir -p "$PKI"
     chmod 700 "$PKI"
@@ -93,7 +103,7 @@ if [ ! -f "$PKI/done" ]; then
     sign apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
         "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
         "extendedKeyUsage=serverAuth" \
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1")"
+        "subjectAltName=IP:127.0.0.1${EXTRA_SAN},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1")"
     client_ext="$(printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
         "extendedKeyUsage=clientAuth")"
     sign admin "/O=system:masters/CN=causeway-admin" "$client_ext"
@@ -111,12 +121,12 @@ if [ -f "$DIR/ports" ]; then
 else
     ETCD_PORT="$(free_port)"
     ETCD_PEER_PORT="$(free_port)"
-    APISERVER_PORT="$(free_port)"
+    APISERVER_PORT="$(free_port "$ADDRESS")"
     printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" \
         >"$DIR/ports"
 fi
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+APISERVER_URL="https://$ADDRESS:$APISERVER_PORT"
 
 # wait_for NAME PID URL [curl args...]: poll URL until it answers 200, with a deadline; fail early if PID exits.
 wait_for() {
@@ -157,7 +167,7 @@ start_etcd() {
 start_apiserver() {
     running apiserver && die "kube-apiserver of $DIR is already running (pid $(cat "$DIR/apiserver.pid"))."
     setsid "$KUBE_APISERVER" \
-        --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+        --bind-address="$ADDRESS" --advertise-address="$ADDRESS" --secure-port="$APISERVER_PORT" \
         --etcd-servers="$ETCD_URL" \
         --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
         --client-ca-file="$PKI/ca.crt" \

@@ -2,7 +2,7 @@
 //! node agent on every node, the edge proxy on node 1, and pods created through the CNI plugin.
 //!
 //! ```text
-//!                    netns <run>-u:  br0 172.18.0.1 (the nodes' default gateway)
+//!                    netns <run>-u:  br0 172.18.0.1 (the nodes' default gateway; the API server, if the source)
 //!          ┌──────────────┬──────────┴───┬──────────────┐
 //!   <run>-n1 eth0     <run>-n2 eth0   <run>-n3 eth0   <run>-cl eth0
 //!   172.18.0.2        172.18.0.3      172.18.0.4      172.18.0.100
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::apiserver::ApiServer;
 use crate::bins::Bins;
 use crate::cni::{self, Invocation, NetworkList};
 use crate::error::{Error, Result};
@@ -30,6 +31,7 @@ use crate::manifests::ManifestDir;
 use crate::netns::{self, Netns};
 use crate::objects::{self, Endpoint, Svc};
 use crate::probe::{Probe, Reply};
+use crate::source::{Component, ObjectStore, Source};
 use crate::sys::{self, Proc};
 
 /// Number of nodes.
@@ -120,8 +122,8 @@ pub struct Cluster {
     pub bins: Bins,
     /// The probe helper.
     pub probe: Probe,
-    /// The watched manifests directory.
-    pub manifests: ManifestDir,
+    /// Where objects are written: the watched manifests directory or the API server ([`Options::source`]).
+    pub store: ObjectStore,
     /// The nodes.
     pub nodes: Vec<Node>,
     /// The outside client.
@@ -157,6 +159,8 @@ pub struct Options {
     pub agent_args: Vec<String>,
     /// Appended to the `causeway run` command line.
     pub proxy_args: Vec<String>,
+    /// The source every component watches and the harness writes to.
+    pub source: Source,
 }
 
 impl Cluster {
@@ -177,7 +181,6 @@ impl Cluster {
         cni::ensure_dir(&dir)?;
         // Removes the directory if anything below fails before the cluster (whose Drop removes it) exists.
         let scratch = Scratch(dir.clone());
-        let manifests = ManifestDir::create(&dir.join("manifests"))?;
 
         // The underlay: a bridge that exists only inside its own namespace.
         let underlay = Netns::create(format!("{run}-u"))?;
@@ -186,6 +189,13 @@ impl Cluster {
         // The underlay namespace also plays the node network's gateway (docker's bridge address in kind), so
         // nodes have a default route like real ones; it forwards nothing (forwarding is off in a new namespace).
         sys::ip_in(&underlay.name, &["addr", "add", &format!("{GATEWAY_IP}/24"), "dev", "br0"])?;
+        // The control plane, when it is the source, lives in the underlay namespace too: the API server on the
+        // gateway address (reachable from every node, advertised as the `kubernetes` Service's endpoint), etcd
+        // on that namespace's loopback. It starts in the background while the nodes are built.
+        let starting = match options.source {
+            Source::Manifests => None,
+            Source::ApiServer => Some(ApiServer::start(&underlay.name, GATEWAY_IP, &dir.join("control-plane"))?),
+        };
         let plug = |ns: &Netns, port: &str, addr: Ipv4Addr| -> Result<()> {
             sys::ip_in(
                 &underlay.name,
@@ -217,13 +227,23 @@ impl Cluster {
         }
         let client = Netns::create(format!("{run}-cl"))?;
         plug(&client, "vcl", CLIENT_IP)?;
+        let store = match starting {
+            None => ObjectStore::Manifests(ManifestDir::create(&dir.join("manifests"))?),
+            Some(s) => {
+                let plane = s.wait()?;
+                // The kustomize base's Namespace, CRDs (IPPool, so any suite's objects can be written here) and
+                // the RBAC the components run under.
+                plane.install_base()?;
+                ObjectStore::ApiServer(plane)
+            }
+        };
 
         let mut cluster = Self {
             run,
             dir,
             bins,
             probe: Probe::new(probe),
-            manifests,
+            store,
             nodes,
             client,
             proxy: None,
@@ -251,7 +271,18 @@ impl Cluster {
         for (i, n) in self.nodes.iter().enumerate() {
             docs.push(objects::node(&n.name, &pod_cidr(i), n.ip));
         }
-        self.manifests.write("00-cluster", &docs)
+        self.store.write("00-cluster", &docs)
+    }
+
+    /// Replaces the objects of group `stem` (a file in manifests mode) with `docs`, in whichever source the
+    /// cluster runs on.
+    pub fn apply(&self, stem: &str, docs: &[Value]) -> Result<()> {
+        self.store.write(stem, docs)
+    }
+
+    /// The manifests directory (an error naming the source when the cluster runs on the API server).
+    pub fn manifests(&self) -> Result<&ManifestDir> {
+        self.store.manifests()
     }
 
     /// Starts (or restarts) the agent on node `i`.
@@ -260,8 +291,7 @@ impl Cluster {
         let mut cmd = sys::in_ns(&n.ns.name, &self.bins.node);
         cmd.arg("--node-name")
             .arg(&n.name)
-            .arg("--manifests")
-            .arg(&self.manifests.dir)
+            .args(self.store.component_args(Component::Node))
             .arg("--cni-conf-dir")
             .arg(&n.conf_dir)
             .arg("--cni-bin-dir")
@@ -291,8 +321,7 @@ impl Cluster {
         let n = &self.nodes[0];
         let mut cmd = sys::in_ns(&n.ns.name, &self.bins.causeway);
         cmd.arg("run")
-            .arg("--manifests")
-            .arg(&self.manifests.dir)
+            .args(self.store.component_args(Component::Proxy))
             .arg("--http-addr")
             .arg(format!("{}:80", n.ip))
             .arg("--https-addr")
@@ -473,10 +502,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Writes Service `svc` and its EndpointSlice listing `pods` to the manifests directory (file `svc-NAME`).
+    /// Writes Service `svc` and its EndpointSlice listing `pods` to the source (group `svc-NAME`).
     pub fn apply_service(&self, svc: &Svc, pods: &[&str]) -> Result<()> {
         let eps = self.endpoints(pods)?;
-        self.manifests.write(&format!("svc-{}", svc.name), &[svc.to_object(), svc.slice(&eps)])
+        self.store.write(&format!("svc-{}", svc.name), &[svc.to_object(), svc.slice(&eps)])
     }
 
     /// The IPAM store directory of node `i`'s network (`<ipam-dir>/<network name>`).
@@ -551,6 +580,9 @@ impl Cluster {
             let state = p.exited().map_or("running".to_string(), |s| format!("exited {s}"));
             out.push_str(&format!("--- causeway run on node1 ({state}), last lines:\n{}\n", p.log_tail(12)));
         }
+        if let ObjectStore::ApiServer(a) = &self.store {
+            out.push_str(&format!("--- kube-apiserver at {}, last lines:\n{}\n", a.url, a.log_tail(6)));
+        }
         out
     }
 
@@ -603,6 +635,12 @@ impl Drop for Cluster {
         }
         for p in &mut self.extra {
             p.kill();
+        }
+        // The control plane before its namespace goes (stop.sh: TERM, then KILL).
+        if let ObjectStore::ApiServer(a) = &mut self.store
+            && let Err(e) = a.stop()
+        {
+            eprintln!("stopping the control plane: {e}");
         }
         self.pods.clear();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -82,7 +82,27 @@ pub fn leftovers(run: &str, tmp_root: &Path) -> Vec<String> {
     if dir.exists() {
         left.push(format!("dir {}", dir.display()));
     }
+    // Every process of a run names its scratch directory (flags, kubeconfig, logs): one still alive outlived
+    // the cluster (a namespace that is deleted does not end the processes inside it).
+    left.extend(processes_naming(&dir).into_iter().map(|(pid, cmd)| format!("process {pid} ({cmd})")));
     left
+}
+
+/// Live processes whose command line mentions `dir` (`dir/` or exactly `dir`), with their command line.
+pub fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> =
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().any(|a| a == &needle || a.contains(&format!("{needle}/"))) {
+            found.push((pid, args.join(" ")));
+        }
+    }
+    found
 }
 
 /// The PID embedded in one of our names (`cwnc4711-n1` → 4711).
@@ -124,6 +144,33 @@ pub fn sweep_leftovers(tmp_root: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn processes_naming_a_directory_are_found() {
+        let dir = std::env::temp_dir().join(format!("cwnc-naming-test-{}", std::process::id()));
+        let other = std::env::temp_dir().join(format!("cwnc-naming-test-{}0", std::process::id()));
+        // `sh -c 'sleep 30' NAME ARG`: ARG is in the command line, and nothing else of the test's.
+        let spawn = |arg: String| {
+            std::process::Command::new("sh").args(["-c", "sleep 30", "naming-test", &arg]).spawn().expect("sh")
+        };
+        let mut inside = spawn(format!("--log={}/x.log", dir.display()));
+        let mut prefix_only = spawn(other.display().to_string());
+        // Until both have exec'd, their command lines are still the test's.
+        let execd = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(11).any(|w| w == b"naming-test"))
+        };
+        let started = sys::poll("both to exec", Duration::from_secs(5), Duration::from_millis(10), || {
+            if execd(inside.id()) && execd(prefix_only.id()) { Ok(()) } else { Err(crate::Error::check("not yet")) }
+        });
+        let found: Vec<u32> = processes_naming(&dir).into_iter().map(|(pid, _)| pid).collect();
+        let _ = (inside.kill(), prefix_only.kill());
+        let _ = (inside.wait(), prefix_only.wait());
+        assert!(started.is_ok(), "{started:?}");
+        assert!(found.contains(&inside.id()), "{found:?} misses {}", inside.id());
+        assert!(!found.contains(&prefix_only.id()), "a process naming {} matched {}", other.display(), dir.display());
+        assert!(processes_naming(&dir).is_empty(), "reaped processes still listed");
+    }
 
     #[test]
     fn owner_pids() {

@@ -47,8 +47,10 @@ impl Suite {
             Ok(c) => c,
             Err(e) => panic!("setting up the netns cluster failed: {e}"),
         };
+        eprintln!("netns cluster suite {name}: cluster up after {:.1} s", suite.started.elapsed().as_secs_f64());
         match populate(&mut cluster) {
             Ok(()) => {
+                eprintln!("netns cluster suite {name}: populated after {:.1} s", suite.started.elapsed().as_secs_f64());
                 for (check_name, check) in checks {
                     suite.check(&mut cluster, check_name, check);
                 }

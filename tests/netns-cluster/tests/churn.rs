@@ -40,7 +40,7 @@ fn populate(c: &mut Cluster) -> Result<()> {
     c.add_pod("cl", 2, PodSpec::default())?;
     c.apply_service(&scale_svc(), &["s1", "s2"])?;
     let path = IngressPath { host: SCALE_HOST.into(), path: "/".into(), service: "scale".into(), port: 80 };
-    c.manifests.write("ingress", &[objects::ingress("scale", &[path], &[])])
+    c.apply("ingress", &[objects::ingress("scale", &[path], &[])])
 }
 
 /// A running request loop and where its output goes.
@@ -404,7 +404,7 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
     let eps = c.endpoints(&["x2"])?;
     let docs = [half.to_object(), half.slice(&eps)];
     let mut problems = Vec::new();
-    c.manifests.write_truncated("svc-half", &docs, 0.5)?;
+    c.manifests()?.write_truncated("svc-half", &docs, 0.5)?;
     let file = "svc-half.yaml";
     // Give every watcher time to see the file: the 1 s contract, plus margin. This is a bound on a
     // negative (nothing may break), so it is a deadline on observations, each of which must succeed.
@@ -454,7 +454,7 @@ fn half_written_manifest_keeps_the_rest_serving(c: &mut Cluster) -> Result<()> {
         }
     }
     // Completing the file applies it.
-    c.manifests.write("svc-half", &docs)?;
+    c.manifests()?.write("svc-half", &docs)?;
     let r = c.get_eventually(&cl, sa(HALF_IP, 80), CONVERGE)?;
     ensure!(r.pod == "x2", "completed file: cl -> half answered by {}", r.pod);
     if problems.is_empty() { Ok(()) } else { Err(Error::check(problems.join("; "))) }

@@ -60,7 +60,7 @@ fn write_nodes(c: &Cluster, not_ready: Option<usize>) -> Result<()> {
         }
         docs.push(node);
     }
-    c.manifests.write("00-cluster", &docs)
+    c.apply("00-cluster", &docs)
 }
 
 fn populate(c: &mut Cluster) -> Result<()> {
@@ -69,7 +69,7 @@ fn populate(c: &mut Cluster) -> Result<()> {
     }
     // The client is on the nodes' segment; the pool is on-link there, as on a flat L2 network (no router).
     sys::ip_in(&c.client.name, &["route", "add", POOL, "dev", "eth0"])?;
-    c.manifests.write("ippool", &[ip_pool()])?;
+    c.apply("ippool", &[ip_pool()])?;
     c.apply_service(&lb_svc("lb", LB_SVC_IP, false), &["l1", "l2", "l3"])
 }
 

@@ -1,0 +1,3 @@
+//! What several test files share: the path checks run against both sources.
+
+pub mod paths;
