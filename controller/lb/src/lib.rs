@@ -33,6 +33,7 @@
 
 mod addr;
 mod alloc;
+mod note;
 mod owner;
 mod pool;
 mod service;
@@ -43,6 +44,10 @@ pub mod writer;
 
 pub use addr::{AddrRange, Family};
 pub use alloc::{Allocation, Assignment, PoolUsage, allocate};
+pub use note::{
+    EventNote, REASON_ADDRESS_CONFLICT, REASON_ADDRESS_RELEASED, REASON_ALLOCATION_FAILED, REASON_INVALID_POOL,
+    REASON_POOL_OVERLAP,
+};
 pub use owner::{EXCLUDE_LABEL, local_endpoint_nodes, owner_node, ready_nodes, weight};
 pub use pool::{Pool, Requirement, Selector, validate_pools};
 pub use service::{LbService, PortKey, ServiceKey, is_ours, lb_service};
@@ -80,6 +85,9 @@ pub struct LbPlan {
     pub my_addresses: BTreeSet<IpAddr>,
     /// Pool validation, allocation and ownership problems, each naming its object.
     pub diagnostics: Vec<Diagnostic>,
+    /// How a diagnostic of [`Self::diagnostics`] reads as a Kubernetes Event: its reason (`AllocationFailed`,
+    /// `IPPoolOverlap`, ...) and the other object involved. Diagnostics without a note use the generic Event.
+    pub notes: BTreeMap<Diagnostic, EventNote>,
 }
 
 /// Compute the plan for `node_name` from the index: validate pools, allocate, and pick an owner per address.
@@ -109,15 +117,19 @@ pub struct PlanOptions {
 
 /// [`plan`] with options: eligible nodes are further limited to [`PlanOptions::alive_nodes`].
 pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPlan {
-    let (pools, mut diagnostics) = validate_pools(index.ip_pools());
+    let (pools, pool_diags) = pool::validate(index.ip_pools());
+    let mut diagnostics = pool_diags.list;
+    let mut notes = pool_diags.notes;
     let services: Vec<LbService> = index.services().filter_map(|s| lb_service(s, &mut diagnostics)).collect();
     let allocation = if index.ip_pools().next().is_none() {
         diagnostics.clear();
+        notes.clear();
         dormant(&services)
     } else {
         allocate(&pools, &services)
     };
     diagnostics.extend(allocation.diagnostics);
+    notes.extend(allocation.notes);
 
     let mut ready = ready_nodes(index);
     if let Some(alive) = &options.alive_nodes {
@@ -165,6 +177,7 @@ pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPla
         owners,
         my_addresses,
         diagnostics: dedup(diagnostics),
+        notes,
     }
 }
 
