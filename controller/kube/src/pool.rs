@@ -47,16 +47,16 @@ pub fn crd_missing_message() -> String {
 }
 
 /// Decodes one IPPool object, or says which field is wrong (as a diagnostic on the pool).
-pub(crate) fn decode(obj: &DynamicObject) -> Result<IpPool, Diagnostic> {
+pub(crate) fn decode(obj: &DynamicObject) -> Result<IpPool, Box<Diagnostic>> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let object = ObjectRef::new(Kind::IpPool.as_str(), "", name);
     let Some(spec) = obj.data.get("spec") else {
-        return Err(Diagnostic::error(object, "spec", "missing; the pool is not used"));
+        return Err(Box::new(Diagnostic::error(object, "spec", "missing")));
     };
     let spec: IpPoolSpec = serde_path_to_error::deserialize(spec.clone()).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
-        Diagnostic::error(object.clone(), field, e.into_inner().to_string())
+        Box::new(Diagnostic::error(object.clone(), field, e.into_inner().to_string()))
     })?;
     Ok(IpPool { metadata: obj.metadata.clone(), spec })
 }
@@ -142,7 +142,7 @@ impl PoolDecoder {
                 } else {
                     "; the pool is not used"
                 });
-                self.bad.insert(name, diagnostic);
+                self.bad.insert(name, *diagnostic);
                 Err(kept.map(KubeObject::IpPool))
             }
         }

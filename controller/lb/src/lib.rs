@@ -23,7 +23,8 @@
 //!
 //! With feature `kube`, module `writer` holds the leader's `services/status` writer (merge patches of
 //! `status.loadBalancer`); Events for the diagnostics go through the controller's Event writer like every other
-//! diagnostic.
+//! diagnostic, with [`LbPlan::notes`] giving each its precise reason (`AllocationFailed`, `IPPoolOverlap`, ...)
+//! and the other object involved.
 //!
 //! What it deliberately does not do: no I/O and no Kubernetes client outside the `kube` feature, no Events, no
 //! announcement (that is `causeway-announce` on each node), and no dual-stack allocation yet (a Service gets one

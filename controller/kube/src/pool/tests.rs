@@ -65,7 +65,7 @@ fn decoding_names_the_field_that_is_wrong() {
 #[test]
 fn a_bad_version_keeps_the_last_good_one_and_is_reported() {
     let mut d = PoolDecoder::default();
-    assert_eq!(d.on_event(Event::Init).1, false);
+    assert!(!d.on_event(Event::Init).1);
     let (e, changed) = d.on_event(Event::InitApply(good("a", "1")));
     assert_eq!((pool_of(&e), changed), (Some(("a".into(), "1".into(), 1)), false));
     let (e, changed) = d.on_event(Event::InitApply(dynamic("b", "2", Some(json!({ "block": [] })))));
