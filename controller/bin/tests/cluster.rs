@@ -345,3 +345,45 @@ fn wait_value<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Durati
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The IPPool CRD without its schema (another version of it might be): the API server stores malformed pools.
+const SCHEMALESS_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ippools.causeway.dev}
+spec:
+  group: causeway.dev
+  scope: Cluster
+  names: {kind: IPPool, listKind: IPPoolList, plural: ippools, singular: ippool}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+";
+
+#[test]
+fn malformed_pools_are_events_on_the_pool_and_the_others_still_serve() {
+    let plane = ControlPlane::start();
+    plane.apply(SCHEMALESS_CRD);
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"]);
+    plane.apply(
+        "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: bad-cidr}\nspec:\n  blocks: [{cidr: 10.255.0.0/33}]\n\
+         ---\napiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: typo}\nspec:\n  block: [{cidr: 10.255.1.0/30}]\n\
+         ---\napiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: good}\nspec:\n  blocks: [{start: 10.255.2.7, stop: 10.255.2.9}]\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
+    );
+    plane.apply(&lb_service("lb", ""));
+    let controller = start_controller(&plane);
+    wait_for("lb to get an address of the good pool", Duration::from_secs(20), || lb_ips(&plane, "lb") == "10.255.2.7");
+    for (pool, reason, note_start) in [
+        ("bad-cidr", "InvalidIPPool", "spec.blocks[0]: \"10.255.0.0/33\" is not a CIDR"),
+        ("typo", "InvalidObject", "spec.block: unknown field `block`"),
+    ] {
+        let (event, _) = wait_value(&format!("a {reason} Event on IPPool {pool}"), || {
+            event_on(&plane, "default", "IPPool", pool, reason)
+        });
+        let note = event["note"].as_str().unwrap_or_default();
+        assert!(note.starts_with(note_start), "note: {note}");
+    }
+    stop_gracefully(controller);
+}
