@@ -114,11 +114,13 @@ def main():
                 check(f"{o['kind']}/{o['metadata']['name']} has no wildcard", not wild, str(r))
     cr = rules_of(find(objs, "ClusterRole", "causeway") or {})
     for g, res in [("networking.k8s.io", "ingresses"), ("networking.k8s.io", "ingressclasses"), ("", "services"),
-                   ("discovery.k8s.io", "endpointslices"), ("", "secrets"), ("", "nodes")]:
+                   ("discovery.k8s.io", "endpointslices"), ("", "secrets"), ("", "nodes"), ("causeway.dev", "ippools")]:
         for v in ("get", "list", "watch"):
             check(f"controller may {v} {res}", (g, res, v) in cr)
+    # The status writers send merge patches only (controller/kube/src/status.rs, controller/lb/src/writer.rs).
     for g, res in [("networking.k8s.io", "ingresses/status"), ("", "services/status")]:
-        check(f"controller may update {res}", (g, res, "update") in cr)
+        check(f"controller may patch {res}", (g, res, "patch") in cr)
+        check(f"controller may not update {res}", (g, res, "update") not in cr)
     check("controller may create events", ("events.k8s.io", "events", "create") in cr)
     write_verbs = {"create", "update", "patch", "delete", "deletecollection"}
     writes = {(g, res, v) for (g, res, v) in cr if v in write_verbs}
@@ -132,7 +134,7 @@ def main():
           rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")},
           str(sorted(rules_of(role))))
     nr = rules_of(find(objs, "ClusterRole", "causeway-node") or {})
-    for g, res in [("", "services"), ("discovery.k8s.io", "endpointslices"), ("", "nodes")]:
+    for g, res in [("", "services"), ("discovery.k8s.io", "endpointslices"), ("", "nodes"), ("causeway.dev", "ippools")]:
         for v in ("get", "list", "watch"):
             check(f"node agent may {v} {res}", (g, res, v) in nr)
     check("node agent is read-only", all(v in ("get", "list", "watch") for (_, _, v) in nr), str(sorted(nr)))

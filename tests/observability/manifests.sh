@@ -123,8 +123,11 @@ EOF
             endpointslices.discovery.k8s.io secrets nodes; do
             for verb in get list watch; do can_i yes causeway "$verb" "$res"; done
         done
-        can_i yes causeway update ingresses.networking.k8s.io/status
-        can_i yes causeway update services/status
+        for verb in get list watch; do can_i yes causeway "$verb" ippools.causeway.dev; done
+        can_i yes causeway patch ingresses.networking.k8s.io/status
+        can_i yes causeway patch services/status
+        can_i no causeway update ingresses.networking.k8s.io/status
+        can_i no causeway update services/status
         can_i yes causeway create events.events.k8s.io
         can_i yes causeway patch events.events.k8s.io
         for verb in get create update; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
@@ -135,7 +138,7 @@ EOF
         can_i no causeway create secrets
         can_i no causeway delete pods
         can_i no causeway list configmaps
-        for res in services endpointslices.discovery.k8s.io nodes; do
+        for res in services endpointslices.discovery.k8s.io nodes ippools.causeway.dev; do
             for verb in get list watch; do can_i yes causeway-node "$verb" "$res"; done
         done
         can_i no causeway-node get secrets

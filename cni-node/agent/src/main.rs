@@ -162,9 +162,10 @@ enum Source {
 }
 
 /// The kinds the agent watches in a cluster: it needs no permission on Ingresses, IngressClasses or Secrets.
-/// (No IPPool either: in a cluster the leader allocates and writes `status.loadBalancer`, which the agent reads;
-/// without pools `causeway_lb::plan` takes the status addresses as they are and computes only ownership.)
-const CLUSTER_KINDS: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::Node];
+/// IPPool: the agent computes the same deterministic allocation as the leader (who writes it into
+/// `status.loadBalancer`), so it announces an address as soon as it is allocated; without the CRD installed the
+/// kind is empty and `causeway_lb::plan` takes the status addresses as they are.
+const CLUSTER_KINDS: [Kind; 4] = [Kind::Service, Kind::EndpointSlice, Kind::Node, Kind::IpPool];
 
 /// Connects with the kubeconfig, checks list/watch on [`CLUSTER_KINDS`] (one clear start-up error naming every
 /// missing permission) and starts the watchers feeding `tx`.

@@ -1,6 +1,8 @@
 //! `causeway-node --kubeconfig` against a real kube-apiserver and etcd (`tests/cluster/`), with a user that may
-//! only list and watch Services, EndpointSlices and Nodes: a Service created through the API gets its ClusterIP
-//! chain applied (real `iptables-restore`) within a few seconds, and deleting it removes the chain.
+//! only list and watch Services, EndpointSlices, Nodes and IPPools: a Service created through the API gets its
+//! ClusterIP chain applied (real `iptables-restore`) within a few seconds, and deleting it removes the chain.
+//! Without the IPPool CRD the agent says so and works on; once the CRD and a pool exist, it owns the address of
+//! a LoadBalancer Service (it computes the same allocation as the controller's leader).
 //!
 //! Everything runs inside a network namespace this test creates (the API server refuses loopback endpoint
 //! addresses, and the agent's rules must not land in the host's tables); the host's namespace is never touched.
@@ -18,6 +20,7 @@ metadata: {name: causeway-node}
 rules:
 - {apiGroups: [\"\"], resources: [services, nodes], verbs: [list, watch]}
 - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+- {apiGroups: [causeway.dev], resources: [ippools], verbs: [list, watch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -101,4 +104,53 @@ fn service_created_through_the_api_gets_its_cluster_ip_chain() {
     });
     let log = agent.log();
     assert!(!log.contains("Forbidden") && !log.contains("denies"), "permission problems:\n{log}");
+    assert!(log.contains("The IPPool CRD (ippools.causeway.dev) is not installed"), "no CRD warning:\n{log}");
+
+    // LoadBalancer pools: the CRD, a pool, this node and a LoadBalancer Service. No controller runs, so no status
+    // is written: the address the agent owns comes from its own allocation over the pools it watches.
+    let admin = log
+        .lines()
+        .find(|l| l.contains("Admin endpoints listening."))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("the admin address in the agent's log");
+    let owned = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("causeway_node_lb_addresses_owned ").map(str::to_owned))
+    };
+    assert_eq!(owned().as_deref(), Some("0"));
+    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crd-ippool.yaml");
+    plane.kubectl(&["apply", "-f", &crd.to_string_lossy()], None);
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"], None);
+    plane.kubectl(&["apply", "-f", "-"], Some(LOAD_BALANCER));
+    // The agent retries the missing CRD with the watcher's backoff (at most 30 s apart).
+    let took = wait_for("the agent to own the LoadBalancer address", Duration::from_secs(45), &mut agent, || {
+        owned().as_deref() == Some("1")
+    });
+    println!("IPPool picked up and the address owned {took:?} after the CRD and pool were applied");
+    assert!(agent.log().contains("The IPPool CRD is installed"), "{}", agent.log());
 }
+
+const LOAD_BALANCER: &str = "apiVersion: causeway.dev/v1alpha1
+kind: IPPool
+metadata: {name: lab}
+spec:
+  blocks: [{cidr: 10.255.0.0/31}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80}]
+";

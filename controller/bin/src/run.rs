@@ -136,7 +136,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 diagnostics.extend(handle.store(table));
                 if let Some((_, events, _)) = &writers {
-                    events.send_replace(Arc::new(diagnostics.clone()));
+                    events.send_replace(Arc::new(notices(&diagnostics, &lb)));
                 }
                 log_new_diagnostics(&mut seen, diagnostics);
                 readiness.set_ready(true);
@@ -219,7 +219,7 @@ struct Cluster {
     /// The Ingresses we serve, for the status writer.
     owned: tokio::sync::watch::Sender<causeway_kube::OwnedIngresses>,
     /// The current diagnostics, for the Event writer.
-    diagnostics: tokio::sync::watch::Sender<Arc<Vec<Diagnostic>>>,
+    diagnostics: tokio::sync::watch::Sender<Arc<Vec<causeway_kube::Notice>>>,
     /// LoadBalancer status writes the allocation needs, for the leader's Service status writer.
     lb_status: tokio::sync::watch::Sender<causeway_lb::writer::StatusUpdates>,
 }
@@ -313,6 +313,21 @@ fn translate_index(
     };
     table.diagnostics.extend(lb.diagnostics.iter().cloned());
     (table, lb)
+}
+
+/// The diagnostics as Event notices; the LoadBalancer allocator's carry their precise reason and other object.
+fn notices(diagnostics: &[Diagnostic], lb: &causeway_lb::LbPlan) -> Vec<causeway_kube::Notice> {
+    diagnostics
+        .iter()
+        .map(|d| {
+            let note = lb.notes.get(d);
+            causeway_kube::Notice {
+                diagnostic: d.clone(),
+                reason: note.map(|n| n.reason),
+                related: note.and_then(|n| n.related.clone()),
+            }
+        })
+        .collect()
 }
 
 /// Logs each diagnostic once, when it first appears, and notes the ones that went away.

@@ -200,3 +200,180 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests during the outage: {failures:?}");
     assert!(ok.load(Ordering::Relaxed) >= 350);
 }
+
+// === LoadBalancer address pools in a real cluster ===
+
+/// The Events of `namespace` as JSON objects (`events.k8s.io/v1`).
+fn events(plane: &ControlPlane, namespace: &str) -> Vec<serde_json::Value> {
+    let out = plane.kubectl(&["-n", namespace, "get", "events.v1.events.k8s.io", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The first Event with `reason` on the object `kind`/`name` of `namespace`, if any.
+fn event_on(plane: &ControlPlane, namespace: &str, kind: &str, name: &str, reason: &str) -> Option<serde_json::Value> {
+    events(plane, namespace)
+        .into_iter()
+        .find(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name && e["reason"] == reason)
+}
+
+fn lb_ips(plane: &ControlPlane, name: &str) -> String {
+    plane.kubectl(&["-n", "t", "get", "service", name, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
+}
+
+/// The value of an unlabelled metric on the admin listener.
+fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = get(admin, "localhost", "/metrics").ok()?;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn lb_service(name: &str, annotations: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: t\n  annotations: {{{annotations}}}\n\
+         spec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
+    )
+}
+
+fn start_controller(plane: &ControlPlane) -> Running {
+    let kubeconfig = PathBuf::from(&plane.env["KUBECONFIG"]);
+    start_with(&["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--lease-namespace".as_ref(), "default".as_ref()])
+}
+
+/// SIGTERM (the controller releases its Lease) and wait for the exit.
+fn stop_gracefully(mut running: Running) {
+    let pid = nix::unistd::Pid::from_raw(running.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "the controller did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn load_balancer_addresses_from_ip_pools_in_a_cluster() {
+    let plane = ControlPlane::start();
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crd-ippool.yaml");
+    plane.apply(&std::fs::read_to_string(crd).expect("manifests/crd-ippool.yaml"));
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"]);
+    // Two addresses; lb-a and lb-b (same second, so by name) take them.
+    plane.apply(
+        "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: p1}\nspec:\n  blocks: [{cidr: 10.255.0.0/31}]\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
+    );
+    plane.apply(&(lb_service("lb-a", "") + &lb_service("lb-b", "")));
+
+    let controller = start_controller(&plane);
+    let (a, b) = ("10.255.0.0", "10.255.0.1");
+    let took = wait_for("status.loadBalancer of lb-a and lb-b", Duration::from_secs(20), || {
+        lb_ips(&plane, "lb-a") == a && lb_ips(&plane, "lb-b") == b
+    });
+    println!("the leader wrote both LoadBalancer addresses {took:?} after start");
+
+    // Exhaustion: lb-c stays pending, with an Event naming the pool and the metric.
+    plane.apply(&lb_service("lb-c", ""));
+    let (event, _) = wait_value("an AllocationFailed Event on lb-c", || {
+        event_on(&plane, "t", "Service", "lb-c", "AllocationFailed")
+    });
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(note.contains("IPPool p1"), "note: {note}");
+    assert_eq!(event["related"]["name"], "p1", "{event}");
+    assert_eq!(event["type"], "Warning");
+    wait_for("causeway_lb_services_pending 1", Duration::from_secs(10), || {
+        metric(controller.admin, "causeway_lb_services_pending") == Some(1.0)
+    });
+    assert_eq!(lb_ips(&plane, "lb-c"), "");
+
+    // Restart. Meanwhile lb-x asks for lb-a's address: the holder keeps it (the address is in its status) and
+    // the request is refused with an Event naming both Services.
+    stop_gracefully(controller);
+    plane.apply(&lb_service("lb-x", &format!("causeway.dev/loadBalancerIPs: \"{a}\"")));
+    let controller = start_controller(&plane);
+    let (event, _) =
+        wait_value("an AddressConflict Event on lb-x", || event_on(&plane, "t", "Service", "lb-x", "AddressConflict"));
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(note.contains(&format!("{a} is held by Service t/lb-a")), "note: {note}");
+    assert_eq!((&event["related"]["kind"], &event["related"]["name"]), (&"Service".into(), &"lb-a".into()));
+    wait_for("causeway_lb_services_pending 2", Duration::from_secs(10), || {
+        metric(controller.admin, "causeway_lb_services_pending") == Some(2.0)
+    });
+    assert_eq!((lb_ips(&plane, "lb-a"), lb_ips(&plane, "lb-b")), (a.to_owned(), b.to_owned()), "stable");
+    assert_eq!((lb_ips(&plane, "lb-c"), lb_ips(&plane, "lb-x")), (String::new(), String::new()));
+
+    // Released: lb-a deleted, its address goes to lb-x (which asked for it); lb-b turns ClusterIP, its address
+    // goes to lb-c.
+    plane.kubectl(&["-n", "t", "delete", "service", "lb-a"]);
+    wait_for("lb-x to get lb-a's address", Duration::from_secs(10), || lb_ips(&plane, "lb-x") == a);
+    plane.kubectl(&["-n", "t", "patch", "service", "lb-b", "--type=merge", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
+    wait_for("lb-c to get lb-b's address", Duration::from_secs(10), || lb_ips(&plane, "lb-c") == b);
+    wait_for("causeway_lb_services_pending 0", Duration::from_secs(10), || {
+        metric(controller.admin, "causeway_lb_services_pending") == Some(0.0)
+    });
+
+    // An overlapping pool: an Event on each pool naming the other; nothing allocated moves.
+    plane.apply("apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: p2}\nspec:\n  blocks: [{cidr: 10.255.0.0/30}]\n");
+    for (pool, other) in [("p2", "p1"), ("p1", "p2")] {
+        let (event, _) = wait_value(&format!("an IPPoolOverlap Event on {pool}"), || {
+            event_on(&plane, "default", "IPPool", pool, "IPPoolOverlap")
+        });
+        let note = event["note"].as_str().unwrap_or_default();
+        assert!(note.contains(&format!("IPPool {other}")), "note: {note}");
+        assert_eq!(event["related"]["name"], other, "{event}");
+    }
+    assert_eq!((lb_ips(&plane, "lb-x"), lb_ips(&plane, "lb-c")), (a.to_owned(), b.to_owned()), "nothing moved");
+    stop_gracefully(controller);
+}
+
+/// Polls `check` until it returns `Some` (20 s at most).
+fn wait_value<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The IPPool CRD without its schema (another version of it might be): the API server stores malformed pools.
+const SCHEMALESS_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ippools.causeway.dev}
+spec:
+  group: causeway.dev
+  scope: Cluster
+  names: {kind: IPPool, listKind: IPPoolList, plural: ippools, singular: ippool}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+";
+
+#[test]
+fn malformed_pools_are_events_on_the_pool_and_the_others_still_serve() {
+    let plane = ControlPlane::start();
+    plane.apply(SCHEMALESS_CRD);
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"]);
+    plane.apply(
+        "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: bad-cidr}\nspec:\n  blocks: [{cidr: 10.255.0.0/33}]\n\
+         ---\napiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: typo}\nspec:\n  block: [{cidr: 10.255.1.0/30}]\n\
+         ---\napiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: good}\nspec:\n  blocks: [{start: 10.255.2.7, stop: 10.255.2.9}]\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
+    );
+    plane.apply(&lb_service("lb", ""));
+    let controller = start_controller(&plane);
+    wait_for("lb to get an address of the good pool", Duration::from_secs(20), || lb_ips(&plane, "lb") == "10.255.2.7");
+    for (pool, reason, note_start) in [
+        ("bad-cidr", "InvalidIPPool", "spec.blocks[0]: \"10.255.0.0/33\" is not a CIDR"),
+        ("typo", "InvalidObject", "spec.block: unknown field `block`"),
+    ] {
+        let (event, _) = wait_value(&format!("a {reason} Event on IPPool {pool}"), || {
+            event_on(&plane, "default", "IPPool", pool, reason)
+        });
+        let note = event["note"].as_str().unwrap_or_default();
+        assert!(note.starts_with(note_start), "note: {note}");
+    }
+    stop_gracefully(controller);
+}

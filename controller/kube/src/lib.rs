@@ -42,7 +42,7 @@
 //!     tokio::spawn(watch_cluster(client.clone(), tx, metrics.clone()));
 //!     let leader = spawn_elector(client.clone(), lease, metrics.clone());
 //!     let (owned_tx, owned_rx) = watch::channel(None);
-//!     let (diag_tx, diag_rx) = watch::channel(Arc::new(Vec::new()));
+//!     let (diag_tx, diag_rx) = watch::channel(Arc::new(Vec::<Notice>::new()));
 //!     tokio::spawn(run_status_writer(client.clone(), publish, leader.is_leader(), owned_rx, metrics.clone()));
 //!     let controller = "causeway.dev/ingress-controller".to_owned();
 //!     let identity = "causeway-7d9f-abcde".to_owned();
@@ -51,7 +51,7 @@
 //!         let Some(index) = snapshots.borrow_and_update().clone() else { continue };
 //!         let table = route_table(&index, &TranslateConfig::default());
 //!         owned_tx.send_replace(ingresses_with_routes(&table));
-//!         diag_tx.send_replace(Arc::new(table.diagnostics.clone()));
+//!         diag_tx.send_replace(Arc::new(table.diagnostics.iter().cloned().map(Notice::from).collect()));
 //!         // ... compile `table` and store it for the proxy.
 //!     }
 //!     leader.shutdown().await; // Releases the Lease so another replica takes over at once.
@@ -66,15 +66,17 @@ mod events;
 mod feed;
 mod lease;
 mod metrics;
+mod pool;
 mod status;
 mod watch;
 
 pub use access::check_access;
 pub use error::{Access, Error, Result};
-pub use events::{required_access as event_required_access, run_event_writer};
+pub use events::{Notice, required_access as event_required_access, run_event_writer};
 pub use feed::{CLUSTER_SOURCE, watch_cluster, watch_cluster_kinds};
 pub use lease::{LeaderHandle, LeaseConfig, run_leader_election, spawn_elector};
 pub use metrics::KubeMetrics;
+pub use pool::{IP_POOL_CRD, IP_POOL_CRD_MANIFEST, crd_missing_message, ip_pool_resource};
 pub use status::{
     Address, OwnedIngresses, Publish, ingress_addresses, ingresses_with_routes, run_status_writer, service_addresses,
 };

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the Kubernetes side: watch errors and restarts, leadership, status writes, Events.
 //!
-//! Every label is bounded: `kind` is one of the six watched kinds, `result` is `ok` or `error`.
+//! Every label is bounded: `kind` is one of the seven watched kinds, `result` is `ok` or `error`.
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 

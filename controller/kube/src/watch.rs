@@ -3,8 +3,9 @@
 //! ```text
 //!  watcher<Ingress> ─┐
 //!  watcher<Service> ─┤  default backoff, slim()     ┌─ Apply / Delete (only real changes)
-//!  ... 6 kinds ──────┼──────────────────► Tracker ──┤
-//!  watcher<Node> ────┘  (kind, Event<KubeObject>)   └─ InitDone once, after every kind's first list
+//!  ... 7 kinds ──────┼──────────────────► Tracker ──┤
+//!  watcher<Node> ────┤  (kind, Event<KubeObject>)   └─ InitDone once, after every kind's first list
+//!  watcher<IPPool> ──┘  DynamicObject, decoded by crate::pool::PoolDecoder (bad pools become diagnostics)
 //! ```
 //!
 //! A watcher (re)lists with `Init`, `InitApply`... `InitDone`. The [`Tracker`] buffers a list until its
@@ -17,14 +18,14 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use causeway_translate::{Kind, KubeObject, ObjectKey};
+use causeway_translate::{Diagnostic, Kind, KubeObject, ObjectKey};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
@@ -33,10 +34,12 @@ use tracing::{error, info, warn};
 
 use crate::error::{Access, is_status};
 use crate::metrics::KubeMetrics;
+use crate::pool::{PoolDecoder, ip_pool_resource};
 
-/// The kinds the cluster source watches, in the order they are set up.
-pub const WATCHED_KINDS: [Kind; 6] =
-    [Kind::IngressClass, Kind::Ingress, Kind::Service, Kind::EndpointSlice, Kind::Secret, Kind::Node];
+/// The kinds the cluster source watches, in the order they are set up. IPPool is a CRD
+/// (`manifests/crd-ippool.yaml`); without it installed the kind counts as empty (see `crate::pool`).
+pub const WATCHED_KINDS: [Kind; 7] =
+    [Kind::IngressClass, Kind::Ingress, Kind::Service, Kind::EndpointSlice, Kind::Secret, Kind::Node, Kind::IpPool];
 
 /// The field selector for Secrets: only TLS Secrets are read (the others may hold anything and we never need them).
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
@@ -79,11 +82,31 @@ pub(crate) fn group_resource(kind: Kind) -> Option<(&'static str, &'static str)>
         Kind::Service => Some(("", "services")),
         Kind::Secret => Some(("", "secrets")),
         Kind::Node => Some(("", "nodes")),
+        Kind::IpPool => Some(("causeway.dev", "ippools")),
         _ => None,
     }
 }
 
-type KindEvent = (Kind, Result<Event<KubeObject>, watcher::Error>);
+/// What the merged watchers deliver for a kind: a watcher event, or (IPPool only) the current decoding problems.
+#[derive(Debug)]
+pub(crate) enum Delivered {
+    Event(Result<Event<KubeObject>, watcher::Error>),
+    /// Every IPPool that does not decode, one diagnostic each ([`PoolDecoder`]); sent when they change.
+    Diagnostics(Vec<Diagnostic>),
+}
+
+pub(crate) type KindEvent = (Kind, Delivered);
+
+/// `event` with `f` applied to its object.
+pub(crate) fn map_event<A, B>(event: Event<A>, mut f: impl FnMut(A) -> B) -> Event<B> {
+    match event {
+        Event::Apply(o) => Event::Apply(f(o)),
+        Event::Delete(o) => Event::Delete(f(o)),
+        Event::InitApply(o) => Event::InitApply(f(o)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
 
 /// The watchers of `kinds` (each a kind of [`WATCHED_KINDS`]; others are skipped) as one stream, each with the
 /// default backoff (client-go's: 0.8 s doubling to 30 s, jittered).
@@ -98,6 +121,7 @@ pub(crate) fn merged_watchers_for(client: &Client, kinds: &[Kind]) -> SelectAll<
             Kind::EndpointSlice => kind_stream::<EndpointSlice>(Api::all(c), all.clone(), kind),
             Kind::Secret => kind_stream::<Secret>(Api::all(c), all.clone().fields(TLS_SECRET_SELECTOR), kind),
             Kind::Node => kind_stream::<Node>(Api::all(c), all.clone(), kind),
+            Kind::IpPool => pool_stream(Api::<DynamicObject>::all_with(c, &ip_pool_resource()), all.clone()),
             _ => return None,
         })
     };
@@ -114,14 +138,40 @@ where
     watcher::watcher(api, config)
         .default_backoff()
         .map(move |event| {
-            let event = event.map(|e| match e {
-                Event::Apply(o) => Event::Apply(into_object(o)),
-                Event::Delete(o) => Event::Delete(into_object(o)),
-                Event::InitApply(o) => Event::InitApply(into_object(o)),
-                Event::Init => Event::Init,
-                Event::InitDone => Event::InitDone,
-            });
-            (kind, event)
+            let event = event.map(|e| map_event(e, into_object));
+            (kind, Delivered::Event(event))
+        })
+        .boxed()
+}
+
+/// The IPPool watcher: objects decoded by a [`PoolDecoder`] of its own, whose diagnostics go out as
+/// [`Delivered::Diagnostics`] whenever they change (also when a 404 says the CRD is gone: then they empty).
+fn pool_stream(api: Api<DynamicObject>, config: watcher::Config) -> BoxStream<'static, KindEvent> {
+    let mut decoder = PoolDecoder::default();
+    watcher::watcher(api, config)
+        .default_backoff()
+        .flat_map(move |event| {
+            let mut out = Vec::new();
+            match event {
+                Ok(event) => {
+                    let event = map_event(event, |mut o: DynamicObject| {
+                        slim_meta(&mut o.metadata);
+                        o
+                    });
+                    let (event, changed) = decoder.on_event(event);
+                    if changed {
+                        out.push((Kind::IpPool, Delivered::Diagnostics(decoder.diagnostics())));
+                    }
+                    out.extend(event.map(|e| (Kind::IpPool, Delivered::Event(Ok(e)))));
+                }
+                Err(error) => {
+                    if is_not_found(&error) && decoder.clear() {
+                        out.push((Kind::IpPool, Delivered::Diagnostics(Vec::new())));
+                    }
+                    out.push((Kind::IpPool, Delivered::Event(Err(error))));
+                }
+            }
+            futures::stream::iter(out)
         })
         .boxed()
 }
@@ -287,6 +337,17 @@ pub(crate) fn report_error(kind: Kind, error: &watcher::Error, metrics: &KubeMet
         error!(message = "Permission denied; grant it in the controller's ClusterRole.", missing = %access, %error);
     } else {
         warn!(message = "Watch failed; retrying with backoff.", kind = kind.as_str(), %error);
+    }
+}
+
+/// Whether a watcher error is the API server answering 404: the resource does not exist (an uninstalled CRD).
+pub(crate) fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            is_status(e, 404)
+        }
+        watcher::Error::WatchError(status) => status.code == 404,
+        watcher::Error::NoResourceVersion => false,
     }
 }
 

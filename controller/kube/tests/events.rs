@@ -6,8 +6,8 @@ mod support;
 
 use std::sync::Arc;
 
-use causeway_kube::{KubeMetrics, run_event_writer};
-use causeway_translate::{Diagnostic, TranslateConfig, route_table};
+use causeway_kube::{KubeMetrics, Notice, run_event_writer};
+use causeway_translate::{TranslateConfig, route_table};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ListParams, PostParams};
@@ -38,14 +38,14 @@ async fn diagnostics_become_events_on_the_object() {
     // The controller's wiring: snapshots → route table → diagnostics → Event writer (this replica leads).
     let feed = Feed::start(client.clone());
     feed.wait_init_done().await;
-    let (diag_tx, diag_rx) = watch::channel(Arc::new(Vec::<Diagnostic>::new()));
+    let (diag_tx, diag_rx) = watch::channel(Arc::new(Vec::<Notice>::new()));
     let mut snapshots = feed.snapshots.clone();
     let translate = tokio::spawn(async move {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(index) = snapshot {
                 let table = route_table(&index, &TranslateConfig::default());
-                diag_tx.send_replace(Arc::new(table.diagnostics));
+                diag_tx.send_replace(Arc::new(table.diagnostics.into_iter().map(Notice::from).collect()));
             }
             if snapshots.changed().await.is_err() {
                 return;

@@ -29,12 +29,13 @@ async fn missing_rbac_names_verb_and_resource() {
     let error = start_error(limited.clone()).await;
     let message = error.to_string();
     match &error {
-        Error::Forbidden { missing, .. } => assert_eq!(missing.len(), 12, "{message}"),
+        Error::Forbidden { missing, .. } => assert_eq!(missing.len(), 14, "{message}"),
         other => panic!("expected Forbidden, got {other}"),
     }
     assert!(message.contains("causeway-limited"), "{message}");
     assert!(message.contains("list ingresses (API group networking.k8s.io) in all namespaces"), "{message}");
     assert!(message.contains("watch nodes in all namespaces"), "{message}");
+    assert!(message.contains("list ippools (API group causeway.dev) in all namespaces"), "{message}");
 
     // Everything but `watch endpointslices`: exactly that one is named.
     let role: ClusterRole = serde_json::from_value(json!({
@@ -42,7 +43,8 @@ async fn missing_rbac_names_verb_and_resource() {
         "rules": [
             { "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["list", "watch"] },
             { "apiGroups": [""], "resources": ["services", "secrets", "nodes"], "verbs": ["list", "watch"] },
-            { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"] }
+            { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"] },
+            { "apiGroups": ["causeway.dev"], "resources": ["ippools"], "verbs": ["list", "watch"] }
         ]
     }))
     .expect("role");
@@ -77,7 +79,8 @@ async fn missing_rbac_names_verb_and_resource() {
     let patch = json!({ "rules": [
         { "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["list", "watch"] },
         { "apiGroups": [""], "resources": ["services", "secrets", "nodes"], "verbs": ["list", "watch"] },
-        { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] }
+        { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] },
+        { "apiGroups": ["causeway.dev"], "resources": ["ippools"], "verbs": ["list", "watch"] }
     ]});
     Api::<ClusterRole>::all(admin)
         .patch("causeway-partial", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))

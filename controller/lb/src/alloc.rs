@@ -1,9 +1,11 @@
 //! Deterministic address allocation.
 
 use crate::addr::{Family, next};
+use crate::note::{Diags, EventNote, REASON_ADDRESS_CONFLICT, REASON_ADDRESS_RELEASED, REASON_ALLOCATION_FAILED};
 use crate::pool::Pool;
 use crate::service::{LbService, ServiceKey};
 use causeway_model::Diagnostic;
+use causeway_model::ObjectRef;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -38,6 +40,8 @@ pub struct Allocation {
     pub usage: Vec<PoolUsage>,
     /// Why Services are pending or lost an address.
     pub diagnostics: Vec<Diagnostic>,
+    /// How each diagnostic reads as an Event (reason, the other object involved).
+    pub notes: BTreeMap<Diagnostic, EventNote>,
 }
 
 /// Who holds each address.
@@ -94,7 +98,7 @@ fn hold<'a>(holders: &mut Holders<'a>, ip: IpAddr, svc: &'a LbService) {
 pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
     let mut ordered: Vec<&LbService> = services.iter().collect();
     ordered.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-    let mut diags = Vec::new();
+    let mut diags = Diags::default();
     let mut holders: Holders<'_> = BTreeMap::new();
     let mut got: BTreeMap<&ServiceKey, Vec<(IpAddr, &Pool)>> = BTreeMap::new();
 
@@ -105,15 +109,17 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
         for (i, &ip) in svc.current.iter().enumerate() {
             let field = format!("status.loadBalancer.ingress[{i}].ip");
             if kept.iter().any(|(k, _)| Family::of(*k) == Family::of(ip)) {
-                diags.push(Diagnostic::warning(
+                let d = Diagnostic::warning(
                     obj.clone(),
                     field,
                     format!("{ip} is a second address of its family; released"),
-                ));
+                );
+                diags.push(d, REASON_ADDRESS_RELEASED, None);
                 continue;
             }
             let Some(pool) = pools.iter().find(|p| p.contains(ip)) else {
-                diags.push(Diagnostic::warning(obj.clone(), field, format!("{ip} is in no IPPool any more; released")));
+                let d = Diagnostic::warning(obj.clone(), field, format!("{ip} is in no IPPool any more; released"));
+                diags.push(d, REASON_ADDRESS_RELEASED, None);
                 continue;
             };
             // An invalid selector (`Nothing`, already reported on the pool) gives no new addresses but takes
@@ -126,14 +132,19 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
                 continue;
             }
             if let Some(other) = conflict(&holders, ip, svc) {
-                diags.push(Diagnostic::error(
-                    obj.clone(),
-                    field,
-                    format!(
-                        "{ip} is also held by Service {}, which is older, and the two may not share it; released here",
-                        other.key
+                diags.push(
+                    Diagnostic::error(
+                        obj.clone(),
+                        field,
+                        format!(
+                            "{ip} is also held by Service {}, which is older, and the two may not share it; released \
+                             here",
+                            other.key
+                        ),
                     ),
-                ));
+                    REASON_ADDRESS_CONFLICT,
+                    Some(other.key.object_ref()),
+                );
                 continue;
             }
             hold(&mut holders, ip, svc);
@@ -161,8 +172,8 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
             for ip in missing {
                 match check_request(pools, svc, ip, &holders) {
                     Ok(pool) => new.push((ip, pool)),
-                    Err(why) => {
-                        diags.push(Diagnostic::error(obj.clone(), svc.requested_field.clone(), why));
+                    Err((why, reason, related)) => {
+                        diags.push(Diagnostic::error(obj.clone(), svc.requested_field.clone(), why), reason, related);
                         new.clear();
                         break;
                     }
@@ -187,27 +198,30 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
         let candidates: Vec<&Pool> = match &svc.pool {
             Some(name) => match pools.iter().find(|p| p.name == *name) {
                 None => {
-                    diags.push(Diagnostic::error(
+                    let d = Diagnostic::error(
                         obj,
                         pool_field(),
                         format!("there is no IPPool {name}; the Service stays pending"),
-                    ));
+                    );
+                    diags.push(d, REASON_ALLOCATION_FAILED, None);
                     continue;
                 }
                 Some(p) if p.disabled => {
-                    diags.push(Diagnostic::warning(
+                    let d = Diagnostic::warning(
                         obj,
                         pool_field(),
                         format!("IPPool {name} is disabled; the Service stays pending"),
-                    ));
+                    );
+                    diags.push(d, REASON_ALLOCATION_FAILED, Some(p.object_ref()));
                     continue;
                 }
                 Some(p) if !p.selector.matches(&svc.labels) => {
-                    diags.push(Diagnostic::error(
+                    let d = Diagnostic::error(
                         obj,
                         pool_field(),
                         format!("IPPool {name} does not select this Service (spec.serviceSelector); it stays pending"),
-                    ));
+                    );
+                    diags.push(d, REASON_ALLOCATION_FAILED, Some(p.object_ref()));
                     continue;
                 }
                 Some(p) => vec![p],
@@ -216,11 +230,12 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
         };
         let candidates: Vec<&Pool> = candidates.into_iter().filter(|p| p.has_family(svc.family)).collect();
         if candidates.is_empty() {
-            diags.push(Diagnostic::warning(
+            let d = Diagnostic::warning(
                 obj,
                 "spec",
                 format!("no IPPool serves this Service ({:?} addresses); it stays pending", svc.family),
-            ));
+            );
+            diags.push(d, REASON_ALLOCATION_FAILED, None);
             continue;
         }
         let family = svc.family;
@@ -246,11 +261,16 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
             }
             None => {
                 let names: Vec<&str> = candidates.iter().map(|p| p.name.as_str()).collect();
-                diags.push(Diagnostic::warning(
+                let d = Diagnostic::warning(
                     obj,
                     "status.loadBalancer",
                     format!("no free address in IPPool {}; the Service stays pending", names.join(", ")),
-                ));
+                );
+                let related = match candidates.as_slice() {
+                    [only] => Some(only.object_ref()),
+                    _ => None,
+                };
+                diags.push(d, REASON_ALLOCATION_FAILED, related);
             }
         }
     }
@@ -277,12 +297,15 @@ pub fn allocate(pools: &[Pool], services: &[LbService]) -> Allocation {
             used: holders.keys().filter(|ip| p.contains(**ip)).count() as u64,
         })
         .collect();
-    Allocation { assignments, pending, usage, diagnostics: crate::dedup(diags) }
+    Allocation { assignments, pending, usage, diagnostics: crate::dedup(diags.list), notes: diags.notes }
 }
 
 fn pool_field() -> String {
     format!("metadata.annotations[{}]", crate::ADDRESS_POOL_ANNOTATION)
 }
+
+/// Why a request is refused: the message, the Event reason and the other object involved.
+type Refusal = (String, &'static str, Option<ObjectRef>);
 
 /// Whether `svc` may have the address it asked for; the pool it comes from, or why not.
 fn check_request<'p>(
@@ -290,35 +313,39 @@ fn check_request<'p>(
     svc: &LbService,
     ip: IpAddr,
     holders: &Holders<'_>,
-) -> Result<&'p Pool, String> {
+) -> Result<&'p Pool, Refusal> {
+    let failed = |why: String, pool: Option<&Pool>| (why, REASON_ALLOCATION_FAILED, pool.map(Pool::object_ref));
     let pool = match &svc.pool {
         Some(name) => match pools.iter().find(|p| p.name == *name) {
-            None => return Err(format!("there is no IPPool {name}; the Service stays pending")),
+            None => return Err(failed(format!("there is no IPPool {name}; the Service stays pending"), None)),
             Some(p) if !p.contains(ip) => {
-                return Err(format!("{ip} is outside IPPool {name}; the Service stays pending"));
+                return Err(failed(format!("{ip} is outside IPPool {name}; the Service stays pending"), Some(p)));
             }
             Some(p) => p,
         },
         None => match pools.iter().find(|p| p.contains(ip)) {
-            None => return Err(format!("{ip} is outside every IPPool; the Service stays pending")),
+            None => return Err(failed(format!("{ip} is outside every IPPool; the Service stays pending"), None)),
             Some(p) => p,
         },
     };
     if pool.disabled {
-        return Err(format!("{ip} is in IPPool {}, which is disabled; the Service stays pending", pool.name));
+        let why = format!("{ip} is in IPPool {}, which is disabled; the Service stays pending", pool.name);
+        return Err(failed(why, Some(pool)));
     }
     if !pool.selector.matches(&svc.labels) {
-        return Err(format!(
+        let why = format!(
             "{ip} is in IPPool {}, which does not select this Service (spec.serviceSelector); it stays pending",
             pool.name
-        ));
+        );
+        return Err(failed(why, Some(pool)));
     }
     if let Some(other) = conflict(holders, ip, svc) {
-        return Err(format!(
+        let why = format!(
             "{ip} is held by Service {} and the two may not share it (same causeway.dev/allow-shared-ip key and \
              no common port needed); the Service stays pending",
             other.key
-        ));
+        );
+        return Err((why, REASON_ADDRESS_CONFLICT, Some(other.key.object_ref())));
     }
     Ok(pool)
 }

@@ -23,7 +23,8 @@
 //!
 //! With feature `kube`, module `writer` holds the leader's `services/status` writer (merge patches of
 //! `status.loadBalancer`); Events for the diagnostics go through the controller's Event writer like every other
-//! diagnostic.
+//! diagnostic, with [`LbPlan::notes`] giving each its precise reason (`AllocationFailed`, `IPPoolOverlap`, ...)
+//! and the other object involved.
 //!
 //! What it deliberately does not do: no I/O and no Kubernetes client outside the `kube` feature, no Events, no
 //! announcement (that is `causeway-announce` on each node), and no dual-stack allocation yet (a Service gets one
@@ -33,6 +34,7 @@
 
 mod addr;
 mod alloc;
+mod note;
 mod owner;
 mod pool;
 mod service;
@@ -43,6 +45,10 @@ pub mod writer;
 
 pub use addr::{AddrRange, Family};
 pub use alloc::{Allocation, Assignment, PoolUsage, allocate};
+pub use note::{
+    EventNote, REASON_ADDRESS_CONFLICT, REASON_ADDRESS_RELEASED, REASON_ALLOCATION_FAILED, REASON_INVALID_POOL,
+    REASON_POOL_OVERLAP,
+};
 pub use owner::{EXCLUDE_LABEL, local_endpoint_nodes, owner_node, ready_nodes, weight};
 pub use pool::{Pool, Requirement, Selector, validate_pools};
 pub use service::{LbService, PortKey, ServiceKey, is_ours, lb_service};
@@ -80,6 +86,9 @@ pub struct LbPlan {
     pub my_addresses: BTreeSet<IpAddr>,
     /// Pool validation, allocation and ownership problems, each naming its object.
     pub diagnostics: Vec<Diagnostic>,
+    /// How a diagnostic of [`Self::diagnostics`] reads as a Kubernetes Event: its reason (`AllocationFailed`,
+    /// `IPPoolOverlap`, ...) and the other object involved. Diagnostics without a note use the generic Event.
+    pub notes: BTreeMap<Diagnostic, EventNote>,
 }
 
 /// Compute the plan for `node_name` from the index: validate pools, allocate, and pick an owner per address.
@@ -109,15 +118,19 @@ pub struct PlanOptions {
 
 /// [`plan`] with options: eligible nodes are further limited to [`PlanOptions::alive_nodes`].
 pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPlan {
-    let (pools, mut diagnostics) = validate_pools(index.ip_pools());
+    let (pools, pool_diags) = pool::validate(index.ip_pools());
+    let mut diagnostics = pool_diags.list;
+    let mut notes = pool_diags.notes;
     let services: Vec<LbService> = index.services().filter_map(|s| lb_service(s, &mut diagnostics)).collect();
     let allocation = if index.ip_pools().next().is_none() {
         diagnostics.clear();
+        notes.clear();
         dormant(&services)
     } else {
         allocate(&pools, &services)
     };
     diagnostics.extend(allocation.diagnostics);
+    notes.extend(allocation.notes);
 
     let mut ready = ready_nodes(index);
     if let Some(alive) = &options.alive_nodes {
@@ -165,6 +178,7 @@ pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPla
         owners,
         my_addresses,
         diagnostics: dedup(diagnostics),
+        notes,
     }
 }
 

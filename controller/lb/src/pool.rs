@@ -1,6 +1,7 @@
 //! IPPool objects to validated pools: address ranges, overlap removal, Service selectors.
 
 use crate::addr::{AddrRange, Family};
+use crate::note::{Diags, REASON_INVALID_POOL, REASON_POOL_OVERLAP};
 use causeway_model::{Diagnostic, ObjectRef};
 use causeway_translate::IpPool;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -158,13 +159,19 @@ fn parse_block(block: &causeway_translate::IpPoolBlock) -> Result<AddrRange, Str
 /// - An invalid `serviceSelector` is an error, and the pool then selects no Service (fail closed).
 /// - A pool left with no usable block gets a warning (it hands out nothing).
 pub fn validate_pools<'a>(pools: impl IntoIterator<Item = &'a Arc<IpPool>>) -> (Vec<Pool>, Vec<Diagnostic>) {
+    let (pools, diags) = validate(pools);
+    (pools, diags.list)
+}
+
+/// [`validate_pools`], with an [`crate::EventNote`] for each diagnostic.
+pub(crate) fn validate<'a>(pools: impl IntoIterator<Item = &'a Arc<IpPool>>) -> (Vec<Pool>, Diags) {
     let mut pools: Vec<&Arc<IpPool>> = pools.into_iter().collect();
     pools.sort_by(|a, b| {
         let (ta, tb) = (&a.metadata.creation_timestamp, &b.metadata.creation_timestamp);
         (ta.is_none(), ta, &a.metadata.name).cmp(&(tb.is_none(), tb, &b.metadata.name))
     });
     let mut out = Vec::new();
-    let mut diags = Vec::new();
+    let mut diags = Diags::default();
     // Every accepted block so far: (range, pool name, block index).
     let mut accepted: Vec<(AddrRange, String, usize)> = Vec::new();
     for p in pools {
@@ -176,32 +183,47 @@ pub fn validate_pools<'a>(pools: impl IntoIterator<Item = &'a Arc<IpPool>>) -> (
             let range = match parse_block(block) {
                 Ok(r) => r,
                 Err(why) => {
-                    diags.push(Diagnostic::error(obj.clone(), field, format!("{why}; the block is ignored")));
+                    let d = Diagnostic::error(obj.clone(), field, format!("{why}; the block is ignored"));
+                    diags.push(d, REASON_INVALID_POOL, None);
                     continue;
                 }
             };
             if let Some((other, other_pool, j)) = accepted.iter().find(|(r, _, _)| r.overlaps(&range)) {
                 let (other, other_pool, j) = (*other, other_pool.clone(), *j);
                 if other_pool == name {
-                    diags.push(Diagnostic::error(
-                        obj.clone(),
-                        field,
-                        format!("{range} overlaps spec.blocks[{j}] ({other}) of the same pool; the block is ignored"),
-                    ));
-                } else {
-                    diags.push(Diagnostic::error(
-                        obj.clone(),
-                        field.clone(),
-                        format!(
-                            "{range} overlaps IPPool {other_pool} spec.blocks[{j}] ({other}), which is older; \
-                             the block is ignored"
+                    diags.push(
+                        Diagnostic::error(
+                            obj.clone(),
+                            field,
+                            format!(
+                                "{range} overlaps spec.blocks[{j}] ({other}) of the same pool; the block is ignored"
+                            ),
                         ),
-                    ));
-                    diags.push(Diagnostic::warning(
-                        pool_ref(&other_pool),
-                        format!("spec.blocks[{j}]"),
-                        format!("{other} is overlapped by IPPool {name} {field} ({range}), which is ignored there"),
-                    ));
+                        REASON_POOL_OVERLAP,
+                        None,
+                    );
+                } else {
+                    diags.push(
+                        Diagnostic::error(
+                            obj.clone(),
+                            field.clone(),
+                            format!(
+                                "{range} overlaps IPPool {other_pool} spec.blocks[{j}] ({other}), which is older; \
+                                 the block is ignored"
+                            ),
+                        ),
+                        REASON_POOL_OVERLAP,
+                        Some(pool_ref(&other_pool)),
+                    );
+                    diags.push(
+                        Diagnostic::warning(
+                            pool_ref(&other_pool),
+                            format!("spec.blocks[{j}]"),
+                            format!("{other} is overlapped by IPPool {name} {field} ({range}), which is ignored there"),
+                        ),
+                        REASON_POOL_OVERLAP,
+                        Some(obj.clone()),
+                    );
                 }
                 continue;
             }
@@ -213,13 +235,15 @@ pub fn validate_pools<'a>(pools: impl IntoIterator<Item = &'a Arc<IpPool>>) -> (
             Some(sel) => match Selector::try_from_label_selector(sel) {
                 Ok(s) => s,
                 Err((field, why)) => {
-                    diags.push(Diagnostic::error(obj.clone(), field, format!("{why}; the pool selects no Service")));
+                    let d = Diagnostic::error(obj.clone(), field, format!("{why}; the pool selects no Service"));
+                    diags.push(d, REASON_INVALID_POOL, None);
                     Selector::Nothing
                 }
             },
         };
         if ranges.is_empty() && !p.spec.blocks.is_empty() {
-            diags.push(Diagnostic::warning(obj.clone(), "spec.blocks", "no usable block; the pool hands out nothing"));
+            let d = Diagnostic::warning(obj.clone(), "spec.blocks", "no usable block; the pool hands out nothing");
+            diags.push(d, REASON_INVALID_POOL, None);
         }
         out.push(Pool { name, ranges, disabled: p.spec.disabled, auto_assign: p.spec.auto_assign, selector });
     }

@@ -127,7 +127,8 @@ fn slimming_drops_managed_fields_and_last_applied() {
 #[test]
 fn required_access_covers_list_and_watch_of_every_kind() {
     let needed = required_access();
-    assert_eq!(needed.len(), 12);
+    assert_eq!(needed.len(), 14);
+    assert!(needed.iter().any(|a| a.verb == "list" && a.resource == "ippools" && a.group == "causeway.dev"));
     assert!(
         needed.iter().any(|a| a.verb == "watch" && a.resource == "endpointslices" && a.group == "discovery.k8s.io")
     );
@@ -152,5 +153,5 @@ fn required_access_for_a_subset_names_only_those_kinds() {
     assert!(needed.iter().all(|a| a.namespace.is_none()));
     // The full set is the subset function over every watched kind.
     assert_eq!(required_access(), required_access_for(&WATCHED_KINDS));
-    assert_eq!(required_access().len(), 12);
+    assert_eq!(required_access().len(), 14);
 }

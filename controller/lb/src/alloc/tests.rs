@@ -353,3 +353,47 @@ fn invariants_hold_on_random_inputs() {
         }
     }
 }
+
+#[test]
+fn every_diagnostic_carries_the_event_reason_and_the_other_object() {
+    use crate::note::*;
+    let pools_in = [mk_pool("old", 1, &["10.0.0.0/31"]), mk_pool("new", 2, &["10.0.0.1-10.0.0.3", "10.0.1.0/33"])];
+    let (pools, pool_diags) = crate::pool::validate(pools_in.iter());
+    let services = [
+        mk_svc("a", 1).holding(&["10.0.0.0"]),
+        mk_svc("b", 2),
+        mk_svc("c", 3),
+        mk_svc("d", 4).asking(&["10.0.0.0"]),
+        mk_svc("e", 5).asking(&["192.0.2.1"]),
+    ];
+    let alloc = allocate(&pools, &services);
+    let note_of = |notes: &std::collections::BTreeMap<Diagnostic, EventNote>, kind: &str, name: &str, field: &str| {
+        let found: Vec<&EventNote> = notes
+            .iter()
+            .filter(|(d, _)| d.object.kind == kind && d.object.name == name && d.field.starts_with(field))
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(found.len(), 1, "{kind} {name} {field}: {notes:#?}");
+        (found[0].reason, found[0].related.as_ref().map(|r| r.to_string()))
+    };
+    // Every diagnostic has a note.
+    for d in pool_diags.list.iter().chain(&alloc.diagnostics) {
+        assert!(pool_diags.notes.contains_key(d) || alloc.notes.contains_key(d), "no note for {d}");
+    }
+    let pn = &pool_diags.notes;
+    assert_eq!(note_of(pn, "IPPool", "new", "spec.blocks[0]"), (REASON_POOL_OVERLAP, Some("IPPool old".into())));
+    assert_eq!(note_of(pn, "IPPool", "old", "spec.blocks[0]"), (REASON_POOL_OVERLAP, Some("IPPool new".into())));
+    assert_eq!(note_of(pn, "IPPool", "new", "spec.blocks[1]"), (REASON_INVALID_POOL, None));
+    // old has 10.0.0.0 (a) and 10.0.0.1 (b): c finds no free address, d asks for a's address, e for nothing of ours.
+    let an = &alloc.notes;
+    assert_eq!(
+        note_of(an, "Service", "c", "status.loadBalancer"),
+        (REASON_ALLOCATION_FAILED, Some("IPPool old".into()))
+    );
+    assert_eq!(
+        note_of(an, "Service", "d", "spec.loadBalancerIP"),
+        (REASON_ADDRESS_CONFLICT, Some("Service default/a".into()))
+    );
+    assert_eq!(note_of(an, "Service", "e", "spec.loadBalancerIP"), (REASON_ALLOCATION_FAILED, None));
+    assert_eq!(alloc.pending.len(), 3);
+}
