@@ -422,18 +422,7 @@ fn hello_from_port(ns: &Netns, src: &str, sport: u16, to: SocketAddr, timeout: D
         let SocketAddr::V4(to) = to else { unreachable!() };
         bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).expect("bind the source port");
         match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)) {
-            Ok(()) => {
-                let s = TcpStream::from(fd);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut line = String::new();
-                match BufReader::new(s).read_line(&mut line) {
-                    Ok(n) if n > 0 => {
-                        let mut it = line.split_whitespace();
-                        Reply::Hello(it.next().unwrap_or_default().into(), it.next().unwrap_or_default().into())
-                    }
-                    other => Reply::Other(format!("{other:?}")),
-                }
-            }
+            Ok(()) => greeting(TcpStream::from(fd)),
             Err(nix::errno::Errno::ECONNREFUSED) => Reply::Refused,
             Err(nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EAGAIN | nix::errno::Errno::ETIMEDOUT) => {
                 Reply::Timeout

@@ -13,34 +13,21 @@ use std::time::Duration;
 use causeway_netns_cluster::Check;
 use causeway_netns_cluster::cluster::{AGENT_ADMIN, NODES, POD_PORT, node_ip};
 use causeway_netns_cluster::netns::Netns;
-use causeway_netns_cluster::objects::{self, IngressPath};
 use causeway_netns_cluster::probe::{LoopRecord, now_ms};
 use causeway_netns_cluster::{Cluster, Error, PodSpec, Result, Suite, Svc, SvcPort, ensure, sys};
 
-const SCALE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 const LATE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
 const HALF_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 22);
-const SCALE_HOST: &str = "scale.example.test";
-const CONVERGE: Duration = Duration::from_secs(10);
-/// The bound: a changed EndpointSlice moves traffic within 2 s.
-const MOVE_WITHIN_MS: u64 = 2000;
 
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(ip), port)
-}
-
-fn scale_svc() -> Svc {
-    Svc::new("scale", SCALE_IP, vec![SvcPort::tcp("http", 80, POD_PORT)])
-}
+mod common;
+use common::paths::{CONVERGE, sa};
+use common::scale::{SCALE_HOST, SCALE_IP};
 
 fn populate(c: &mut Cluster) -> Result<()> {
-    c.add_pod("s1", 0, PodSpec::default())?;
-    c.add_pod("s2", 1, PodSpec::default())?;
+    common::scale::populate(c)?;
     c.add_pod("x2", 1, PodSpec::default())?;
     c.add_pod("cl", 2, PodSpec::default())?;
-    c.apply_service(&scale_svc(), &["s1", "s2"])?;
-    let path = IngressPath { host: SCALE_HOST.into(), path: "/".into(), service: "scale".into(), port: 80 };
-    c.apply("ingress", &[objects::ingress("scale", &[path], &[])])
+    Ok(())
 }
 
 /// A running request loop and where its output goes.
@@ -55,142 +42,9 @@ impl Loop {
     }
 }
 
-fn answered_by(recs: &[LoopRecord], pod: &str) -> Vec<u64> {
-    recs.iter().filter(|r| r.outcome.as_ref().is_ok_and(|rep| rep.pod == pod)).map(|r| r.at_ms).collect()
-}
-
+/// The scaling check of `common/scale.rs`, with every change written to the manifests directory.
 fn scale_up_and_down_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
-    let cl = c.pod_ns("cl")?;
-    let client = c.client.name.clone();
-    // Both paths serve the two first endpoints before load starts.
-    let want: BTreeSet<String> = ["s1", "s2"].iter().map(|s| s.to_string()).collect();
-    sys::poll("cl -> scale to reach both s1 and s2", CONVERGE, Duration::from_millis(50), || {
-        let mut seen = BTreeSet::new();
-        for _ in 0..12 {
-            seen.insert(c.probe.get(&cl, sa(SCALE_IP, 80), None, "/", Duration::from_millis(700))?.pod);
-        }
-        if seen == want { Ok(()) } else { Err(Error::check(format!("seen {seen:?}"))) }
-    })?;
-    // Problems of one path are collected so the other path is still measured and reported.
-    let mut problems = Vec::new();
-    let proxy_ready = sys::poll(
-        "the edge proxy to route scale.example.test",
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || c.probe.get(&client, sa(node_ip(0), 80), Some(SCALE_HOST), "/", Duration::from_millis(700)),
-    );
-    if let Err(e) = &proxy_ready {
-        problems.push(format!("Ingress path not measured: {e}"));
-    }
-
-    let spawn = |name: &'static str, ns: &str, to: SocketAddr, host: Option<&str>| -> Result<Loop> {
-        let log = c.dir.join(format!("loop-{name}.log"));
-        let proc = c.probe.spawn_loop(ns, to, host, Duration::from_secs(40), Duration::from_millis(50), &log)?;
-        Ok(Loop { name, proc })
-    };
-    let mut loops = vec![spawn("ClusterIP from cl", &cl, sa(SCALE_IP, 80), None)?];
-    if proxy_ready.is_ok() {
-        loops.push(spawn("Ingress from outside", &client, sa(node_ip(0), 80), Some(SCALE_HOST))?);
-    }
-    for l in &loops {
-        sys::poll(&format!("the {} loop to start", l.name), Duration::from_secs(5), Duration::from_millis(50), || {
-            if l.records().len() >= 4 { Ok(()) } else { Err(Error::check("fewer than 4 requests")) }
-        })?;
-    }
-
-    // Scale up: a new pod through ADD, then the slice lists it.
-    c.add_pod("s3", 2, PodSpec::default())?;
-    c.apply_service(&scale_svc(), &["s1", "s2", "s3"])?;
-    let t_up = now_ms();
-    let mut report = Vec::new();
-    for l in &loops {
-        let first = sys::poll(
-            &format!("{}: a request answered by s3 after scale-up", l.name),
-            Duration::from_secs(6),
-            Duration::from_millis(50),
-            || answered_by(&l.records(), "s3").into_iter().find(|&t| t >= t_up).ok_or_else(|| Error::check("none yet")),
-        )?;
-        report.push(format!("{}: s3 after {} ms", l.name, first.saturating_sub(t_up)));
-        ensure!(
-            first.saturating_sub(t_up) <= MOVE_WITHIN_MS,
-            "{}: first answer from s3 {} ms after the slice listed it (bound {MOVE_WITHIN_MS} ms)",
-            l.name,
-            first - t_up
-        );
-    }
-
-    // Scale down: s1 leaves the slice; once no new request reaches it, its pod is deleted (CNI DEL).
-    c.apply_service(&scale_svc(), &["s2", "s3"])?;
-    let t_down = now_ms();
-    let window_end = t_down + MOVE_WITHIN_MS + 500;
-    for l in &loops {
-        sys::poll(
-            &format!("{}: requests past the scale-down window", l.name),
-            Duration::from_secs(6),
-            Duration::from_millis(50),
-            || {
-                if l.records().iter().filter(|r| r.at_ms > window_end).count() >= 4 {
-                    Ok(())
-                } else {
-                    Err(Error::check("not yet"))
-                }
-            },
-        )?;
-        let recs = l.records();
-        let last_s1 = answered_by(&recs, "s1").into_iter().max().unwrap_or(0);
-        report.push(format!("{}: last s1 {} ms after scale-down", l.name, last_s1.saturating_sub(t_down)));
-        ensure!(
-            last_s1 <= t_down + MOVE_WITHIN_MS,
-            "{}: s1 still answered {} ms after it left the slice (bound {MOVE_WITHIN_MS} ms)",
-            l.name,
-            last_s1 - t_down
-        );
-    }
-    c.delete_pod("s1")?;
-    let t_del = now_ms();
-    for l in &loops {
-        sys::poll(
-            &format!("{}: requests after s1's DEL", l.name),
-            Duration::from_secs(5),
-            Duration::from_millis(50),
-            || {
-                if l.records().iter().filter(|r| r.at_ms > t_del + 300).count() >= 10 {
-                    Ok(())
-                } else {
-                    Err(Error::check("not yet"))
-                }
-            },
-        )?;
-    }
-    for l in &mut loops {
-        l.proc.kill();
-    }
-    // No request may have failed: every one went to an endpoint that was alive and listed (or still listed).
-    for l in &loops {
-        let recs = l.records();
-        let failed: Vec<String> = recs
-            .iter()
-            .filter_map(|r| {
-                r.outcome.as_ref().err().map(|e| format!("at t_up{:+} ms: {e}", r.at_ms as i64 - t_up as i64))
-            })
-            .collect();
-        ensure!(
-            failed.is_empty(),
-            "{}: {} of {} requests failed during scaling: {}",
-            l.name,
-            failed.len(),
-            recs.len(),
-            failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-        );
-        let after: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r.at_ms > t_del)
-            .filter_map(|r| r.outcome.as_ref().ok().map(|rep| rep.pod.clone()))
-            .collect();
-        ensure!(after.iter().all(|p| p == "s2" || p == "s3"), "{}: after scale-down, answered by {after:?}", l.name);
-    }
-    eprintln!("  {}", report.join("; "));
-    if problems.is_empty() { Ok(()) } else { Err(Error::check(problems.join("; "))) }
+    common::scale::scale_up_and_down_moves_traffic_within_2s(c, "cl")
 }
 
 fn deleting_a_pod_releases_its_address(c: &mut Cluster) -> Result<()> {

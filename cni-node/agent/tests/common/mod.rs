@@ -219,21 +219,24 @@ pub enum Reply {
     Other(String),
 }
 
+/// Reads the server's greeting line (`NAME CLIENT-IP`) from a connected stream.
+pub fn greeting(s: TcpStream) -> Reply {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    match BufReader::new(s).read_line(&mut line) {
+        Ok(n) if n > 0 => {
+            let mut it = line.split_whitespace();
+            Reply::Hello(it.next().unwrap_or_default().into(), it.next().unwrap_or_default().into())
+        }
+        Ok(_) => Reply::Other("closed".into()),
+        Err(e) => Reply::Other(e.to_string()),
+    }
+}
+
 /// Connects from `ns` to `addr` and reads the greeting.
 pub fn hello(ns: &Netns, addr: SocketAddr) -> Reply {
     ns.run(move || match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(s) => {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            match BufReader::new(s).read_line(&mut line) {
-                Ok(n) if n > 0 => {
-                    let mut it = line.split_whitespace();
-                    Reply::Hello(it.next().unwrap_or_default().into(), it.next().unwrap_or_default().into())
-                }
-                Ok(_) => Reply::Other("closed".into()),
-                Err(e) => Reply::Other(e.to_string()),
-            }
-        }
+        Ok(s) => greeting(s),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reply::Refused,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
             Reply::Timeout

@@ -1,3 +1,6 @@
-//! What several test files share: the path checks run against both sources.
+//! What several test files share: the path, scaling and LoadBalancer checks, each run against both sources.
+#![allow(dead_code)]
 
+pub mod lb;
 pub mod paths;
+pub mod scale;
