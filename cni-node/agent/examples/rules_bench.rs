@@ -5,7 +5,7 @@
 //! same change written the way kube-proxy's partial sync writes it (top-level chains in full). It also writes
 //! the full ruleset to `--out` so the script can time a plain `iptables-restore` of it. Output: `key=value` lines.
 
-use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, ServiceTable, TrafficPolicy};
+use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, ServiceTable};
 use causeway_node::sink::{IptablesRestore, RuleSink};
 use causeway_node::sync::Syncer;
 use causeway_rules::{Family, NodeCtx, build_ruleset, render_full};
@@ -16,33 +16,17 @@ use std::time::Instant;
 fn svc(i: u32, generation: u32) -> ServicePort {
     let ip = |base: [u8; 2], n: u32| IpAddr::V4(Ipv4Addr::new(base[0], base[1], (n >> 8) as u8, (n & 0xff) as u8));
     ServicePort {
-        name: ServicePortName {
-            namespace: "bench".into(),
-            name: format!("svc-{i}"),
-            port: "http".into(),
-            protocol: Protocol::Tcp,
-        },
-        cluster_ips: vec![ip([10, 96], i + 1)],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity_timeout: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
         endpoints: (0..3)
-            .map(|e| EndpointInfo {
-                ip: ip([10, 244 + e as u8], i + 1),
-                port: 8080 + generation as u16,
-                node_name: Some(format!("node-{e}")),
-                zone: None,
-                ready: true,
-                serving: true,
-                terminating: false,
+            .map(|e| {
+                let node = format!("node-{e}");
+                EndpointInfo::ready(ip([10, 244 + e as u8], i + 1), 8080 + generation as u16, Some(&node))
             })
             .collect(),
+        ..ServicePort::new(
+            ServicePortName::new("bench", format!("svc-{i}"), "http", Protocol::Tcp),
+            ip([10, 96], i + 1),
+            80,
+        )
     }
 }
 

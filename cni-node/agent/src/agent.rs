@@ -466,36 +466,20 @@ mod tests {
     #[test]
     fn health_entries_count_ready_local_ips() {
         let ep = |ip: &str, node: &str, ready: bool| EndpointInfo {
-            ip: ip.parse().unwrap(),
-            port: 80,
-            node_name: Some(node.into()),
-            zone: None,
             ready,
-            serving: true,
             terminating: !ready,
+            ..EndpointInfo::ready(ip.parse().unwrap(), 80, Some(node))
         };
         let sp = ServicePort {
-            name: ServicePortName {
-                namespace: "d".into(),
-                name: "lb".into(),
-                port: "".into(),
-                protocol: Protocol::Tcp,
-            },
-            cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-            port: 80,
             node_port: Some(30000),
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            session_affinity_timeout: None,
             external_traffic_policy: TrafficPolicy::Local,
-            internal_traffic_policy: TrafficPolicy::Cluster,
             health_check_node_port: Some(32000),
             endpoints: vec![
                 ep("10.244.0.5", "me", true),
                 ep("10.244.0.6", "me", false),
                 ep("10.244.1.5", "other", true),
             ],
+            ..ServicePort::new(ServicePortName::new("d", "lb", "", Protocol::Tcp), "10.96.0.1".parse().unwrap(), 80)
         };
         let mut cluster = sp.clone();
         cluster.external_traffic_policy = TrafficPolicy::Cluster;

@@ -254,36 +254,15 @@ mod tests {
     }
 
     fn ep(addr: &str, ready: bool) -> EndpointInfo {
-        EndpointInfo {
-            ip: ip(addr),
-            port: 8080,
-            node_name: None,
-            zone: None,
-            ready,
-            serving: ready,
-            terminating: false,
-        }
+        EndpointInfo { ready, serving: ready, ..EndpointInfo::ready(ip(addr), 8080, None) }
     }
 
     fn port(proto: Protocol, eps: Vec<EndpointInfo>) -> ServicePort {
         ServicePort {
-            name: ServicePortName {
-                namespace: "default".into(),
-                name: "svc".into(),
-                port: "p".into(),
-                protocol: proto,
-            },
-            cluster_ips: vec![ip("10.96.0.20")],
-            port: 80,
             node_port: Some(30080),
             external_ips: vec![ip("192.0.2.7")],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            session_affinity_timeout: None,
-            external_traffic_policy: Default::default(),
-            internal_traffic_policy: Default::default(),
-            health_check_node_port: None,
             endpoints: eps,
+            ..ServicePort::new(ServicePortName::new("default", "svc", "p", proto), ip("10.96.0.20"), 80)
         }
     }
 

@@ -157,39 +157,13 @@ impl Syncer {
 mod tests {
     use super::*;
     use crate::sink::FakeSink;
-    use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+    use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName};
     use causeway_rules::Family;
 
     fn mk_svc(name: &str, ip: &str, eps: &[&str]) -> ServicePort {
         ServicePort {
-            name: ServicePortName {
-                namespace: "default".into(),
-                name: name.into(),
-                port: String::new(),
-                protocol: Protocol::Tcp,
-            },
-            cluster_ips: vec![ip.parse().unwrap()],
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            session_affinity_timeout: None,
-            external_traffic_policy: TrafficPolicy::Cluster,
-            internal_traffic_policy: TrafficPolicy::Cluster,
-            health_check_node_port: None,
-            endpoints: eps
-                .iter()
-                .map(|e| EndpointInfo {
-                    ip: e.parse().unwrap(),
-                    port: 8080,
-                    node_name: None,
-                    zone: None,
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                })
-                .collect(),
+            endpoints: eps.iter().map(|e| EndpointInfo::ready(e.parse().unwrap(), 8080, None)).collect(),
+            ..ServicePort::new(ServicePortName::new("default", name, "", Protocol::Tcp), ip.parse().unwrap(), 80)
         }
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, ServiceTable, TrafficPolicy};
+use causeway_model::{EndpointInfo, Protocol, ServicePort, ServicePortName, ServiceTable};
 use causeway_node::sink::{IptablesRestore, RuleSink};
 use causeway_node::sync::{SyncKind, Syncer};
 use causeway_rules::parse::{Dump, is_builtin_chain};
@@ -53,34 +53,9 @@ fn golden_files_load_into_iptables_and_read_back_equal() {
 
 fn mk_svc(name: &str, ip: &str, node_port: Option<u16>, eps: &[&str]) -> ServicePort {
     ServicePort {
-        name: ServicePortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: "http".into(),
-            protocol: Protocol::Tcp,
-        },
-        cluster_ips: vec![ip.parse().unwrap()],
-        port: 80,
         node_port,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity_timeout: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        endpoints: eps
-            .iter()
-            .map(|e| EndpointInfo {
-                ip: e.parse().unwrap(),
-                port: 8080,
-                node_name: Some("node-a".into()),
-                zone: None,
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
+        endpoints: eps.iter().map(|e| EndpointInfo::ready(e.parse().unwrap(), 8080, Some("node-a"))).collect(),
+        ..ServicePort::new(ServicePortName::new("default", name, "http", Protocol::Tcp), ip.parse().unwrap(), 80)
     }
 }
 

@@ -29,36 +29,13 @@ fn mk_ctx() -> NodeCtx {
 }
 
 fn mk_ep(addr: &str, port: u16, node: &str) -> EndpointInfo {
-    EndpointInfo {
-        ip: ip(addr),
-        port,
-        node_name: Some(node.into()),
-        zone: None,
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
+    EndpointInfo::ready(ip(addr), port, Some(node))
 }
 
 fn mk_svc(ns: &str, name: &str, port_name: &str, cluster_ip: &str, port: u16, eps: Vec<EndpointInfo>) -> ServicePort {
     ServicePort {
-        name: ServicePortName {
-            namespace: ns.into(),
-            name: name.into(),
-            port: port_name.into(),
-            protocol: Protocol::Tcp,
-        },
-        cluster_ips: vec![ip(cluster_ip)],
-        port,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity_timeout: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
         endpoints: eps,
+        ..ServicePort::new(ServicePortName::new(ns, name, port_name, Protocol::Tcp), ip(cluster_ip), port)
     }
 }
 

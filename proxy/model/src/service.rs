@@ -45,6 +45,18 @@ pub struct ServicePortName {
     pub protocol: Protocol,
 }
 
+impl ServicePortName {
+    /// `namespace/name:port` over `protocol`.
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        port: impl Into<String>,
+        protocol: Protocol,
+    ) -> Self {
+        Self { namespace: namespace.into(), name: name.into(), port: port.into(), protocol }
+    }
+}
+
 impl fmt::Display for ServicePortName {
     /// `ns/name:port`, or `ns/name` when the port is unnamed — the form kube-proxy puts in rule comments.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,6 +106,28 @@ pub struct ServicePort {
     pub endpoints: Vec<EndpointInfo>,
 }
 
+impl ServicePort {
+    /// A ClusterIP-only port with no endpoints and every option at its default (Cluster policies, no NodePort,
+    /// no affinity): the starting point for tools, benchmarks and tests, which set what they need with struct
+    /// update syntax.
+    pub fn new(name: ServicePortName, cluster_ip: IpAddr, port: u16) -> Self {
+        Self {
+            name,
+            cluster_ips: vec![cluster_ip],
+            port,
+            node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            load_balancer_source_ranges: Vec::new(),
+            session_affinity_timeout: None,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
 /// One endpoint of a service port with its conditions.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EndpointInfo {
@@ -106,6 +140,21 @@ pub struct EndpointInfo {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+}
+
+impl EndpointInfo {
+    /// A ready, serving, not terminating endpoint on `node` (no zone).
+    pub fn ready(ip: IpAddr, port: u16, node: Option<&str>) -> Self {
+        Self {
+            ip,
+            port,
+            node_name: node.map(str::to_owned),
+            zone: None,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
 }
 
 /// All Nodes of the cluster, as the node agent needs them.
