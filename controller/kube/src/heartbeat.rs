@@ -193,7 +193,12 @@ pub fn spawn_heartbeat(client: Client, config: HeartbeatConfig, metrics: Heartbe
     HeartbeatHandle { stop: stop_tx, task }
 }
 
-async fn renew_loop(api: Api<Lease>, config: HeartbeatConfig, mut stop: watch::Receiver<bool>, metrics: HeartbeatMetrics) {
+async fn renew_loop(
+    api: Api<Lease>,
+    config: HeartbeatConfig,
+    mut stop: watch::Receiver<bool>,
+    metrics: HeartbeatMetrics,
+) {
     let name = config.lease_name();
     let mut interval = tokio::time::interval(config.renew_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -534,11 +539,7 @@ mod tests {
                 lease: lease("causeway-node-d", &[], spec(Some("d"), None)),
                 want: Some(("d", Some("d"), Duration::ZERO)),
             },
-            Case {
-                name: "names no node",
-                lease: lease("something-else", &[], spec(Some("x"), Some(2))),
-                want: None,
-            },
+            Case { name: "names no node", lease: lease("something-else", &[], spec(Some("x"), Some(2))), want: None },
         ];
         for c in cases {
             let got = heartbeat_of(&c.lease, NODE_COMPONENT);

@@ -79,8 +79,7 @@ impl Observations {
             if now > frozen_at {
                 let gap = now.saturating_duration_since(seen);
                 for (other, hb) in &mut self.nodes {
-                    if other != node && hb.record.holder.is_some() && hb.observed_at + hb.record.duration > frozen_at
-                    {
+                    if other != node && hb.record.holder.is_some() && hb.observed_at + hb.record.duration > frozen_at {
                         hb.observed_at = (hb.observed_at + gap).min(now);
                     }
                 }
@@ -147,10 +146,10 @@ impl Verdict {
 
 /// Judges every observed heartbeat at `now`.
 ///
-/// With [`Observations::own`] set, the view counts as current until half of `own.lease_duration` after this observer last
-/// saw its own Lease change (or, before its Lease first appears, after the first list); expiry is judged at
-/// `min(now, that instant)`. Half the duration is more than one renewal interval (so a healthy view never
-/// freezes) and less than the duration minus one interval (so a view that stopped at an outage cannot see
+/// With [`Observations::own`] set, the view counts as current until half of the own lease duration after this
+/// observer last saw its own Lease change (or, before its Lease first appears, after the first list); expiry is
+/// judged at `min(now, that instant)`. Half the duration is more than one renewal interval (so a healthy view
+/// never freezes) and less than the duration minus one interval (so a view that stopped at an outage cannot see
 /// another node's last renewal expire). Without it the view is always taken as current.
 pub fn judge(observations: &Observations, now: Instant) -> Verdict {
     let Some(synced_at) = observations.synced_at else {
@@ -417,10 +416,7 @@ mod tests {
         let t0 = Instant::now();
         let mut obs = Observations::new(None);
         obs.relist([("a".into(), record(Some("a"), "r0", D)), ("b".into(), record(Some("b"), "r0", D))], t0);
-        obs.relist(
-            [("a".into(), record(Some("a"), "r0", D)), ("b".into(), record(Some("b"), "r1", D))],
-            t0 + ms(1000),
-        );
+        obs.relist([("a".into(), record(Some("a"), "r0", D)), ("b".into(), record(Some("b"), "r1", D))], t0 + ms(1000));
         assert_eq!(obs.synced_at, Some(t0), "synced_at is the first list");
         assert_eq!(obs.nodes["a"].observed_at, t0);
         assert_eq!(obs.nodes["b"].observed_at, t0 + ms(1000));
