@@ -3,6 +3,7 @@
 //! own (one end of a veth pair), with the permissions of `manifests/node-rbac.yaml` only. The owner of a
 //! Service's address is killed (SIGKILL, no release) and another agent must own the address within the lease
 //! duration plus one renewal; then the new owner is stopped gracefully and must hand the address over at once.
+//! Before that, an API server outage longer than the lease must move nothing.
 //!
 //! Everything runs inside a network namespace this test creates (the agents add addresses to interfaces); the
 //! host's namespace is never touched.
@@ -186,6 +187,53 @@ fn owner_killed_or_stopped_moves_the_address() {
         assert!(leases.contains(&format!("causeway-node-{name}={name}")), "heartbeat Leases: {leases}");
     }
 
+    // The manifests' RBAC is enough (checked before the outage: a restarting API server answers 403 for a moment
+    // while its authorizer warms up).
+    for n in &nodes {
+        let log = n.agent.log();
+        assert!(!log.contains("Forbidden") && !log.contains("denies"), "{}: permission problems:\n{log}", n.name);
+    }
+
+    // An API server outage three lease durations long: nobody can renew, nobody sees anything, and no address may
+    // move, neither during the outage (every view freezes) nor when the renewals come back one by one.
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        let devs: Vec<String> = nodes.iter().map(|n| n.dev.clone()).collect();
+        // A thread inherits this thread's network namespace.
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut moves = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                let held: Vec<bool> = devs.iter().map(|d| holds(d)).collect();
+                if held.iter().enumerate().any(|(i, h)| *h != (i == o)) {
+                    moves.push(format!("{:?}: {held:?}", started.elapsed()));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            moves
+        })
+    };
+    plane.stop_apiserver();
+    let outage = Instant::now();
+    std::thread::sleep(LEASE * 2);
+    for n in &nodes {
+        assert_eq!(metric(n, "causeway_node_heartbeat_view_fresh"), Some(0.0), "{}: view not frozen", n.name);
+    }
+    std::thread::sleep((LEASE * 3).saturating_sub(outage.elapsed()));
+    plane.start_apiserver();
+    println!("API server down for {:.1} s", outage.elapsed().as_secs_f64());
+    poll("every view current again with three live heartbeats", Duration::from_secs(60), &mut nodes, |nodes| {
+        nodes.iter().all(|n| {
+            metric(n, "causeway_node_heartbeat_view_fresh") == Some(1.0)
+                && metric(n, "causeway_node_heartbeat_live_nodes") == Some(3.0)
+        })
+    });
+    std::thread::sleep(LEASE * 2);
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let moves = sampler.join().expect("sampler thread");
+    assert!(moves.is_empty(), "the address moved during or after the API server outage: {moves:?}");
+
     // SIGKILL: no release, no withdrawal; the survivors see the Lease expire.
     nodes[o].agent.child.kill().expect("kill the owner's agent");
     let killed = Instant::now();
@@ -234,8 +282,4 @@ fn owner_killed_or_stopped_moves_the_address() {
         None,
     );
     assert_eq!(holder, "", "the released Lease still names a holder");
-    for n in &nodes {
-        let log = n.agent.log();
-        assert!(!log.contains("Forbidden") && !log.contains("denies"), "{}: permission problems:\n{log}", n.name);
-    }
 }
