@@ -117,6 +117,11 @@ impl Liveness {
         Self { heartbeats: Some(heartbeats), verdict: Verdict::default() }
     }
 
+    /// The nodes judged dead at the last judgement.
+    pub fn dead_nodes(&self) -> &BTreeSet<String> {
+        &self.verdict.dead
+    }
+
     /// The plan options for `index`: every Node of the index but those whose heartbeat is released or expired
     /// (the planner intersects them with the Ready nodes).
     pub fn plan_options(&self, index: &Index) -> PlanOptions {
@@ -232,5 +237,59 @@ mod tests {
         assert_eq!(c.acquired, vec![ip("172.18.255.202")]);
         assert_eq!(c.released, vec![ip("172.18.255.200")]);
         assert_eq!(ownership_change(&a, &a), OwnershipChange::default());
+    }
+
+    fn record(holder: Option<&str>, renew: &str, ms: u64) -> causeway_kube::heartbeat::HeartbeatRecord {
+        causeway_kube::heartbeat::HeartbeatRecord {
+            holder: holder.map(str::to_owned),
+            renew_time: Some(renew.to_owned()),
+            duration: std::time::Duration::from_millis(ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expiry_without_any_event_wakes_the_planner() {
+        let metrics = Metrics::new().unwrap();
+        let start = Instant::now();
+        let mut seen = Observations::new(None);
+        seen.relist([("a".into(), record(Some("a"), "r1", 300)), ("b".into(), record(Some("b"), "r1", 60_000))], start);
+        let (tx, rx) = watch::channel(Arc::new(Observations::new(None)));
+        let mut liveness = Liveness::from_heartbeats(rx);
+        tx.send_replace(Arc::new(seen));
+        // One event only (the list); `a` then simply stops changing.
+        tokio::time::timeout(std::time::Duration::from_secs(10), liveness.changed(&metrics))
+            .await
+            .expect("the expiry of a's Lease woke the planner");
+        let took = start.elapsed();
+        assert!(took >= std::time::Duration::from_millis(300), "woke after {took:?}, before the expiry");
+        assert_eq!(liveness.dead_nodes(), &BTreeSet::from(["a".to_owned()]));
+        assert_eq!(metrics.heartbeat_live_nodes.get(), 1);
+        assert_eq!(metrics.heartbeat_dead_nodes.get(), 1);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_wakes_the_planner_at_once() {
+        let metrics = Metrics::new().unwrap();
+        let start = Instant::now();
+        let mut seen = Observations::new(None);
+        seen.relist([("a".into(), record(Some("a"), "r1", 60_000))], start);
+        let (tx, rx) = watch::channel(Arc::new(seen.clone()));
+        let mut liveness = Liveness::from_heartbeats(rx);
+        seen.observe("a", record(None, "r2", 60_000), Instant::now());
+        tx.send_replace(Arc::new(seen));
+        tokio::time::timeout(std::time::Duration::from_secs(10), liveness.changed(&metrics))
+            .await
+            .expect("the release woke the planner");
+        assert_eq!(liveness.dead_nodes(), &BTreeSet::from(["a".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn readiness_only_never_wakes() {
+        let metrics = Metrics::new().unwrap();
+        let mut liveness = Liveness::readiness_only();
+        let woke = tokio::time::timeout(std::time::Duration::from_millis(50), liveness.changed(&metrics)).await;
+        assert!(woke.is_err());
+        assert!(liveness.dead_nodes().is_empty());
     }
 }

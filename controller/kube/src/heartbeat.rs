@@ -202,7 +202,9 @@ async fn renew_loop(
     let name = config.lease_name();
     let mut interval = tokio::time::interval(config.renew_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The resourceVersion of our last renewal: the precondition of the release.
     let mut last_version: Option<String> = None;
+    let mut renewed = false;
     let mut failing = false;
     loop {
         tokio::select! {
@@ -210,7 +212,7 @@ async fn renew_loop(
             // A stop request, or the handle dropped.
             _ = stop.changed() => break,
         }
-        let first = last_version.is_none();
+        let first = !renewed;
         let result = match tokio::time::timeout(config.lease_duration, renew(&api, &config, &name, first)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", config.lease_duration)),
@@ -222,9 +224,9 @@ async fn renew_loop(
                     info!(message = "Heartbeat Lease renewed.", lease = %name, namespace = %config.namespace);
                 }
                 failing = false;
-                last_version = lease.metadata.resource_version.or(last_version);
-                if last_version.is_none() {
-                    last_version = Some(String::new());
+                renewed = true;
+                if lease.metadata.resource_version.is_some() {
+                    last_version = lease.metadata.resource_version;
                 }
             }
             Err(error) => {
@@ -239,7 +241,7 @@ async fn renew_loop(
             }
         }
     }
-    if let Some(version) = last_version.filter(|v| !v.is_empty()) {
+    if let Some(version) = last_version {
         match tokio::time::timeout(config.lease_duration, release(&api, &name, &version)).await {
             Ok(Ok(())) => info!(message = "Released the heartbeat Lease.", lease = %name),
             Ok(Err(error)) if is_status(&error, 409) => {
