@@ -22,7 +22,8 @@
 use crate::metrics::Metrics;
 use causeway_announce::AnnounceWorker;
 use causeway_kube::heartbeat::{
-    HeartbeatConfig, HeartbeatHandle, HeartbeatMetrics, Observations, Verdict, judge, spawn_heartbeat, watch_heartbeats,
+    HeartbeatConfig, HeartbeatHandle, HeartbeatMetrics, NODE_COMPONENT, Observations, PROXY_COMPONENT, Verdict, judge,
+    spawn_heartbeat, watch_heartbeats,
 };
 use causeway_lb::{LbPlan, PlanOptions};
 use causeway_translate::Index;
@@ -117,19 +118,24 @@ impl Liveness {
         Self { heartbeats: Some(heartbeats), verdict: Verdict::default() }
     }
 
-    /// The nodes judged dead at the last judgement.
-    pub fn dead_nodes(&self) -> &BTreeSet<String> {
+    /// The heartbeats (keys `<component>/<node>`) judged dead at the last judgement.
+    pub fn dead(&self) -> &BTreeSet<String> {
         &self.verdict.dead
     }
 
-    /// The plan options for `index`: every Node of the index but those whose heartbeat is released or expired
-    /// (the planner intersects them with the Ready nodes).
+    /// The plan options for `index`: every Node of the index but those whose agent heartbeat is released or
+    /// expired (the planner intersects them with the Ready nodes); and, once any proxy heartbeats, the nodes with
+    /// a live proxy (for `causeway.dev/proxy` Services).
     pub fn plan_options(&self, index: &Index) -> PlanOptions {
         match self.heartbeats {
             None => PlanOptions::default(),
-            Some(_) => PlanOptions {
-                alive_nodes: Some(self.verdict.alive_among(index.nodes().filter_map(|n| n.metadata.name.as_deref()))),
-            },
+            Some(_) => {
+                let names = index.nodes().filter_map(|n| n.metadata.name.as_deref());
+                PlanOptions {
+                    alive_nodes: Some(self.verdict.alive_among(NODE_COMPONENT, names)),
+                    proxy_nodes: proxy_nodes(&self.verdict),
+                }
+            }
         }
     }
 
@@ -153,8 +159,8 @@ impl Liveness {
             }
             let observations = rx.borrow_and_update().clone();
             let verdict = judge(&observations, Instant::now());
-            metrics.heartbeat_live_nodes.set(verdict.live.len() as i64);
-            metrics.heartbeat_dead_nodes.set(verdict.dead.len() as i64);
+            metrics.heartbeat_live_nodes.set(verdict.live_nodes(NODE_COMPONENT).len() as i64);
+            metrics.heartbeat_dead_nodes.set(verdict.dead_nodes(NODE_COMPONENT).len() as i64);
             metrics.heartbeat_view_fresh.set(i64::from(verdict.fresh));
             if verdict.fresh != self.verdict.fresh && observations.synced_at.is_some() {
                 if verdict.fresh {
@@ -166,11 +172,12 @@ impl Liveness {
                     );
                 }
             }
-            let changed = verdict.dead != self.verdict.dead;
+            let changed = verdict.dead != self.verdict.dead || proxy_nodes(&verdict) != proxy_nodes(&self.verdict);
             if changed {
                 let died: Vec<&String> = verdict.dead.difference(&self.verdict.dead).collect();
                 let back: Vec<&String> = self.verdict.dead.difference(&verdict.dead).collect();
-                info!(message = "Heartbeats changed which nodes are alive.", ?died, ?back);
+                let proxies = proxy_nodes(&verdict);
+                info!(message = "Heartbeats changed which nodes are alive.", ?died, ?back, ?proxies);
             }
             self.verdict = verdict;
             if changed {
@@ -178,6 +185,11 @@ impl Liveness {
             }
         }
     }
+}
+
+/// The nodes with a live proxy heartbeat, once any proxy heartbeats at all.
+fn proxy_nodes(verdict: &Verdict) -> Option<BTreeSet<String>> {
+    verdict.knows(PROXY_COMPONENT).then(|| verdict.live_nodes(PROXY_COMPONENT))
 }
 
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
@@ -198,7 +210,8 @@ pub async fn start_heartbeat(
     config.validate()?;
     causeway_kube::check_access(&client, &config.required_access()).await?;
     let metrics = HeartbeatMetrics::register(registry)?;
-    let observations = watch_heartbeats(client.clone(), &config.namespace, &config.component, Some(config.own()));
+    let components = [config.component.as_str(), PROXY_COMPONENT];
+    let observations = watch_heartbeats(client.clone(), &config.namespace, &components, Some(config.own()));
     info!(
         message = "Heartbeat on.",
         lease = %config.lease_name(),
@@ -252,7 +265,10 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let start = Instant::now();
         let mut seen = Observations::new(None);
-        seen.relist([("a".into(), record(Some("a"), "r1", 300)), ("b".into(), record(Some("b"), "r1", 60_000))], start);
+        seen.relist(
+            [("node/a".into(), record(Some("a"), "r1", 300)), ("node/b".into(), record(Some("b"), "r1", 60_000))],
+            start,
+        );
         let (tx, rx) = watch::channel(Arc::new(Observations::new(None)));
         let mut liveness = Liveness::from_heartbeats(rx);
         tx.send_replace(Arc::new(seen));
@@ -262,7 +278,7 @@ mod tests {
             .expect("the expiry of a's Lease woke the planner");
         let took = start.elapsed();
         assert!(took >= std::time::Duration::from_millis(300), "woke after {took:?}, before the expiry");
-        assert_eq!(liveness.dead_nodes(), &BTreeSet::from(["a".to_owned()]));
+        assert_eq!(liveness.dead(), &BTreeSet::from(["node/a".to_owned()]));
         assert_eq!(metrics.heartbeat_live_nodes.get(), 1);
         assert_eq!(metrics.heartbeat_dead_nodes.get(), 1);
         drop(tx);
@@ -273,15 +289,15 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let start = Instant::now();
         let mut seen = Observations::new(None);
-        seen.relist([("a".into(), record(Some("a"), "r1", 60_000))], start);
+        seen.relist([("node/a".into(), record(Some("a"), "r1", 60_000))], start);
         let (tx, rx) = watch::channel(Arc::new(seen.clone()));
         let mut liveness = Liveness::from_heartbeats(rx);
-        seen.observe("a", record(None, "r2", 60_000), Instant::now());
+        seen.observe("node/a", record(None, "r2", 60_000), Instant::now());
         tx.send_replace(Arc::new(seen));
         tokio::time::timeout(std::time::Duration::from_secs(10), liveness.changed(&metrics))
             .await
             .expect("the release woke the planner");
-        assert_eq!(liveness.dead_nodes(), &BTreeSet::from(["a".to_owned()]));
+        assert_eq!(liveness.dead(), &BTreeSet::from(["node/a".to_owned()]));
     }
 
     #[tokio::test]
@@ -290,6 +306,6 @@ mod tests {
         let mut liveness = Liveness::readiness_only();
         let woke = tokio::time::timeout(std::time::Duration::from_millis(50), liveness.changed(&metrics)).await;
         assert!(woke.is_err());
-        assert!(liveness.dead_nodes().is_empty());
+        assert!(liveness.dead().is_empty());
     }
 }

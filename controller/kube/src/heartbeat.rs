@@ -22,7 +22,7 @@
 
 mod liveness;
 
-pub use liveness::{Heartbeat, HeartbeatRecord, Observations, OwnHeartbeat, Verdict, judge};
+pub use liveness::{Heartbeat, HeartbeatRecord, Observations, OwnHeartbeat, Verdict, heartbeat_key, judge};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Access, Error, Result, is_status};
 
-/// Label on every heartbeat Lease; its value is the component (`node`), and observers select on it.
+/// Label on every heartbeat Lease; its value is the component (`node`, `proxy`), and observers select on it.
 pub const HEARTBEAT_LABEL: &str = "causeway.dev/heartbeat";
 /// Annotation naming the node a heartbeat Lease belongs to (kept when the Lease is released).
 pub const NODE_ANNOTATION: &str = "causeway.dev/node";
@@ -51,6 +51,8 @@ pub const NODE_ANNOTATION: &str = "causeway.dev/node";
 pub const DURATION_ANNOTATION: &str = "causeway.dev/lease-duration-ms";
 /// The component value of the node agent's heartbeat.
 pub const NODE_COMPONENT: &str = "node";
+/// The component value of the proxy's heartbeat (`causeway run --node-name`).
+pub const PROXY_COMPONENT: &str = "proxy";
 
 /// Settings of one heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +88,7 @@ impl HeartbeatConfig {
 
     /// What an observer renewing this heartbeat passes to [`watch_heartbeats`].
     pub fn own(&self) -> OwnHeartbeat {
-        OwnHeartbeat { node: self.node.clone(), lease_duration: self.lease_duration }
+        OwnHeartbeat { key: heartbeat_key(&self.component, &self.node), lease_duration: self.lease_duration }
     }
 
     /// Checks the timings: a renew interval above zero and a duration more than twice as long (observers freeze
@@ -110,7 +112,14 @@ impl HeartbeatConfig {
 
     /// The permissions renewing and observing need: get/create/patch and list/watch of Leases in the namespace.
     pub fn required_access(&self) -> Vec<Access> {
-        ["get", "create", "patch", "list", "watch"]
+        let mut needed = self.renew_required_access();
+        needed.extend(watch_required_access(&self.namespace));
+        needed
+    }
+
+    /// The permissions renewing alone needs: get/create/patch of Leases in the namespace.
+    pub fn renew_required_access(&self) -> Vec<Access> {
+        ["get", "create", "patch"]
             .into_iter()
             .map(|verb| Access {
                 verb,
@@ -332,15 +341,16 @@ pub fn watch_required_access(namespace: &str) -> Vec<Access> {
         .collect()
 }
 
-/// The node and record of a heartbeat Lease of `component`; `None` when it names no node.
-pub fn heartbeat_of(lease: &Lease, component: &str) -> Option<(String, HeartbeatRecord)> {
+/// The key ([`heartbeat_key`]) and record of a heartbeat Lease; `None` when it names no component or node.
+pub fn heartbeat_of(lease: &Lease) -> Option<(String, HeartbeatRecord)> {
+    let component = lease.metadata.labels.as_ref()?.get(HEARTBEAT_LABEL).filter(|c| !c.is_empty())?;
     let annotations = lease.metadata.annotations.as_ref();
     let node = annotations
         .and_then(|a| a.get(NODE_ANNOTATION))
         .filter(|n| !n.is_empty())
         .cloned()
         .or_else(|| lease.metadata.name.as_deref()?.strip_prefix(&format!("causeway-{component}-")).map(str::to_owned))
-        .filter(|n| !n.is_empty())?;
+        .filter(|n| !n.is_empty() && !n.contains('/'))?;
     let spec = lease.spec.as_ref();
     let precise = annotations.and_then(|a| a.get(DURATION_ANNOTATION)).and_then(|ms| ms.parse::<u64>().ok());
     let seconds = spec.and_then(|s| s.lease_duration_seconds).and_then(|s| u64::try_from(s).ok());
@@ -351,23 +361,22 @@ pub fn heartbeat_of(lease: &Lease, component: &str) -> Option<(String, Heartbeat
         renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string()),
         duration,
     };
-    Some((node, record))
+    Some((heartbeat_key(component, &node), record))
 }
 
-/// Watches the heartbeat Leases of `component` in `namespace` and publishes what was seen after every change
+/// Watches the heartbeat Leases of `components` in `namespace` and publishes what was seen after every change
 /// (nothing before the first complete list). `own`: the heartbeat this observer renews itself, if any (see the
 /// `liveness` module). The watch restarts quickly after errors (250 ms doubling to 2 s) and runs until every
 /// receiver is dropped.
 pub fn watch_heartbeats(
     client: Client,
     namespace: &str,
-    component: &str,
+    components: &[&str],
     own: Option<OwnHeartbeat>,
 ) -> watch::Receiver<Arc<Observations>> {
     let (tx, rx) = watch::channel(Arc::new(Observations::new(own.clone())));
     let api: Api<Lease> = Api::namespaced(client, namespace);
-    let selector = format!("{HEARTBEAT_LABEL}={component}");
-    let component = component.to_owned();
+    let selector = format!("{HEARTBEAT_LABEL} in ({})", components.join(","));
     tokio::spawn(async move {
         let mut stream = watcher::watcher(api, watcher::Config::default().labels(&selector))
             .backoff(QuickBackoff::default())
@@ -385,7 +394,7 @@ pub fn watch_heartbeats(
             match event {
                 Ok(Event::Init) => listing = Some(Vec::new()),
                 Ok(Event::InitApply(lease)) => {
-                    if let Some(seen) = heartbeat_of(&lease, &component) {
+                    if let Some(seen) = heartbeat_of(&lease) {
                         listing.get_or_insert_with(Vec::new).push(seen);
                     }
                 }
@@ -393,13 +402,13 @@ pub fn watch_heartbeats(
                     observations.relist(listing.take().unwrap_or_default(), now);
                 }
                 Ok(Event::Apply(lease)) => {
-                    if let Some((node, record)) = heartbeat_of(&lease, &component) {
-                        observations.observe(&node, record, now);
+                    if let Some((key, record)) = heartbeat_of(&lease) {
+                        observations.observe(&key, record, now);
                     }
                 }
                 Ok(Event::Delete(lease)) => {
-                    if let Some((node, _)) = heartbeat_of(&lease, &component) {
-                        observations.forget(&node);
+                    if let Some((key, _)) = heartbeat_of(&lease) {
+                        observations.forget(&key);
                     }
                 }
                 Err(error) => {
@@ -489,9 +498,14 @@ mod tests {
     }
 
     fn lease(name: &str, annotations: &[(&str, &str)], spec: LeaseSpec) -> Lease {
+        labelled(name, Some(NODE_COMPONENT), annotations, spec)
+    }
+
+    fn labelled(name: &str, component: Option<&str>, annotations: &[(&str, &str)], spec: LeaseSpec) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
+                labels: component.map(|c| BTreeMap::from([(HEARTBEAT_LABEL.to_owned(), c.to_owned())])),
                 annotations: Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
                 ..ObjectMeta::default()
             },
@@ -519,32 +533,42 @@ mod tests {
                     &[(NODE_ANNOTATION, "real"), (DURATION_ANNOTATION, "1500")],
                     spec(Some("real"), Some(2)),
                 ),
-                want: Some(("real", Some("real"), Duration::from_millis(1500))),
+                want: Some(("node/real", Some("real"), Duration::from_millis(1500))),
             },
             Case {
                 name: "name and whole seconds without annotations",
                 lease: lease("causeway-node-b", &[], spec(Some("b"), Some(3))),
-                want: Some(("b", Some("b"), Duration::from_secs(3))),
+                want: Some(("node/b", Some("b"), Duration::from_secs(3))),
             },
             Case {
                 name: "a bad duration annotation falls back to seconds",
                 lease: lease("causeway-node-b", &[(DURATION_ANNOTATION, "soon")], spec(Some("b"), Some(3))),
-                want: Some(("b", Some("b"), Duration::from_secs(3))),
+                want: Some(("node/b", Some("b"), Duration::from_secs(3))),
             },
             Case {
                 name: "released: empty holder",
                 lease: lease("causeway-node-c", &[(NODE_ANNOTATION, "c")], spec(Some(""), Some(2))),
-                want: Some(("c", None, Duration::from_secs(2))),
+                want: Some(("node/c", None, Duration::from_secs(2))),
             },
             Case {
                 name: "no duration at all is not trusted",
                 lease: lease("causeway-node-d", &[], spec(Some("d"), None)),
-                want: Some(("d", Some("d"), Duration::ZERO)),
+                want: Some(("node/d", Some("d"), Duration::ZERO)),
+            },
+            Case {
+                name: "a proxy heartbeat, named by its Lease",
+                lease: labelled("causeway-proxy-p", Some(PROXY_COMPONENT), &[], spec(Some("p"), Some(2))),
+                want: Some(("proxy/p", Some("p"), Duration::from_secs(2))),
+            },
+            Case {
+                name: "no component label",
+                lease: labelled("causeway-node-x", None, &[(NODE_ANNOTATION, "x")], spec(Some("x"), Some(2))),
+                want: None,
             },
             Case { name: "names no node", lease: lease("something-else", &[], spec(Some("x"), Some(2))), want: None },
         ];
         for c in cases {
-            let got = heartbeat_of(&c.lease, NODE_COMPONENT);
+            let got = heartbeat_of(&c.lease);
             let got = got.as_ref().map(|(n, r)| (n.as_str(), r.holder.as_deref(), r.duration));
             assert_eq!(got, c.want, "{}", c.name);
         }

@@ -49,14 +49,14 @@ async fn renewed_expired_released_and_a_successor_is_never_released() {
     for node in ["obs", "a", "b"] {
         config(node).validate().expect("valid timings");
     }
-    let observer = watch_heartbeats(client.clone(), NS, NODE_COMPONENT, Some(config("obs").own()));
+    let observer = watch_heartbeats(client.clone(), NS, &[NODE_COMPONENT], Some(config("obs").own()));
     let obs = spawn_heartbeat(cluster.client().await, config("obs"), metrics());
     let a = spawn_heartbeat(cluster.client().await, config("a"), metrics());
     let b = spawn_heartbeat(cluster.client().await, config("b"), metrics());
 
     eventually("three live heartbeats", DEADLINE, || async {
         let v = verdict_now(&observer);
-        (v.live == set(&["a", "b", "obs"]) && v.fresh).then_some(())
+        (v.live == set(&["node/a", "node/b", "node/obs"]) && v.fresh).then_some(())
     })
     .await;
     let lease = api.get("causeway-node-a").await.expect("Lease causeway-node-a");
@@ -73,7 +73,7 @@ async fn renewed_expired_released_and_a_successor_is_never_released() {
     // A crash: no release. Dead between one duration minus one interval and one duration after the last renewal.
     a.abort();
     let ((), took) = eventually("a's heartbeat to expire", DEADLINE, || async {
-        verdict_now(&observer).dead.contains("a").then_some(())
+        verdict_now(&observer).dead.contains("node/a").then_some(())
     })
     .await;
     println!("crashed heartbeat judged dead after {took:?}");
@@ -85,12 +85,13 @@ async fn renewed_expired_released_and_a_successor_is_never_released() {
     let stopping = Instant::now();
     b.release().await;
     let ((), _) =
-        eventually("b's release", DEADLINE, || async { verdict_now(&observer).dead.contains("b").then_some(()) }).await;
+        eventually("b's release", DEADLINE, || async { verdict_now(&observer).dead.contains("node/b").then_some(()) })
+            .await;
     let took = stopping.elapsed();
     println!("released heartbeat judged dead after {took:?}");
     assert!(took < DURATION - INTERVAL, "a release took {took:?}, as long as an expiry");
     assert_eq!(holder(&api, "causeway-node-b").await, None);
-    assert!(verdict_now(&observer).live.contains("obs"));
+    assert!(verdict_now(&observer).live.contains("node/obs"));
 
     // A rolling restart: the old process (renewing rarely here, so the order is certain) stops after the new one
     // renewed; its release carries its own last resourceVersion and is refused, so the node stays alive.
@@ -110,7 +111,7 @@ async fn renewed_expired_released_and_a_successor_is_never_released() {
     .await;
     old.release().await;
     assert_eq!(holder(&api, "causeway-node-c").await.as_deref(), Some("c"), "the old process released its successor");
-    eventually("c alive", DEADLINE, || async { verdict_now(&observer).live.contains("c").then_some(()) }).await;
+    eventually("c alive", DEADLINE, || async { verdict_now(&observer).live.contains("node/c").then_some(()) }).await;
     new.release().await;
     assert_eq!(holder(&api, "causeway-node-c").await, None);
     obs.release().await;

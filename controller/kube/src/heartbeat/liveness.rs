@@ -1,11 +1,15 @@
 //! Which nodes are alive, from what one observer saw of the heartbeat Leases: pure, no I/O, no wall clock.
 //!
+//! Each heartbeat is named by its key, `<component>/<node>` ([`heartbeat_key`]): the node agents' heartbeats
+//! (`node/…`) and, when proxies heartbeat, theirs (`proxy/…`) are judged together, so one observer's stale-view
+//! guard covers both.
+//!
 //! The rule is client-go leader election's: a Lease is alive while it was *observed to change* within its
 //! duration, measured on the observer's own monotonic clock from the moment the change was seen. `renewTime` is
 //! never compared with our clock, so a node whose clock is off by minutes is judged exactly like the others.
 //!
 //! ```text
-//!  Lease events ──► Observations { node → Heartbeat { record, observed_at } } ──judge(now)──► Verdict
+//!  Lease events ──► Observations { key → Heartbeat { record, observed_at } } ──judge(now)──► Verdict
 //!                                                                                  dead, live, recheck_at
 //! ```
 //!
@@ -47,11 +51,17 @@ pub struct Heartbeat {
     pub observed_at: Instant,
 }
 
-/// Everything one observer has seen: the heartbeat of each node that has a Lease.
+/// The key of the heartbeat of `component` (`node`, `proxy`) on `node`: `<component>/<node>` (node names
+/// never contain a slash).
+pub fn heartbeat_key(component: &str, node: &str) -> String {
+    format!("{component}/{node}")
+}
+
+/// Everything one observer has seen: every heartbeat that has a Lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observations {
-    /// Node name → its heartbeat.
-    pub nodes: BTreeMap<String, Heartbeat>,
+    /// Heartbeat key ([`heartbeat_key`]) → its heartbeat.
+    pub leases: BTreeMap<String, Heartbeat>,
     /// When the first full list of the Leases arrived; `None` before it (nothing is judged yet).
     pub synced_at: Option<Instant>,
     /// The observer's own heartbeat, when it renews one (see the module documentation on stale views).
@@ -66,31 +76,31 @@ impl Observations {
 
     /// Folds in one Lease as seen at `now`: the observation time moves only when the record changed. A change of
     /// the observer's own Lease after a stale gap first moves the others' silence past the gap.
-    pub fn observe(&mut self, node: &str, record: HeartbeatRecord, now: Instant) {
-        if self.nodes.get(node).is_some_and(|hb| hb.record == record) {
+    pub fn observe(&mut self, key: &str, record: HeartbeatRecord, now: Instant) {
+        if self.leases.get(key).is_some_and(|hb| hb.record == record) {
             return;
         }
         if let Some(own) = &self.own
-            && own.node == node
+            && own.key == key
             && let Some(synced_at) = self.synced_at
         {
-            let seen = self.nodes.get(node).map_or(synced_at, |hb| hb.observed_at.max(synced_at));
+            let seen = self.leases.get(key).map_or(synced_at, |hb| hb.observed_at.max(synced_at));
             let frozen_at = seen + own.lease_duration / 2;
             if now > frozen_at {
                 let gap = now.saturating_duration_since(seen);
-                for (other, hb) in &mut self.nodes {
-                    if other != node && hb.record.holder.is_some() && hb.observed_at + hb.record.duration > frozen_at {
+                for (other, hb) in &mut self.leases {
+                    if other != key && hb.record.holder.is_some() && hb.observed_at + hb.record.duration > frozen_at {
                         hb.observed_at = (hb.observed_at + gap).min(now);
                     }
                 }
             }
         }
-        self.nodes.insert(node.to_owned(), Heartbeat { record, observed_at: now });
+        self.leases.insert(key.to_owned(), Heartbeat { record, observed_at: now });
     }
 
-    /// Forgets a node's Lease (deleted): the node is left to its readiness again.
-    pub fn forget(&mut self, node: &str) {
-        self.nodes.remove(node);
+    /// Forgets a Lease (deleted): its node is left to its readiness again.
+    pub fn forget(&mut self, key: &str) {
+        self.leases.remove(key);
     }
 
     /// A complete list of the Leases as seen at `now` (the first list, or a relist after a watch restart):
@@ -98,16 +108,16 @@ impl Observations {
     /// missing ones are forgotten. The observer's own Lease is folded in first (see [`Self::observe`]).
     pub fn relist(&mut self, leases: impl IntoIterator<Item = (String, HeartbeatRecord)>, now: Instant) {
         let mut leases: BTreeMap<String, HeartbeatRecord> = leases.into_iter().collect();
-        self.nodes.retain(|node, _| leases.contains_key(node));
+        self.leases.retain(|key, _| leases.contains_key(key));
         self.synced_at.get_or_insert(now);
-        let own = self.own.as_ref().map(|o| o.node.clone());
+        let own = self.own.as_ref().map(|o| o.key.clone());
         if let Some(own) = own
             && let Some(record) = leases.remove(&own)
         {
             self.observe(&own, record, now);
         }
-        for (node, record) in leases {
-            self.observe(&node, record, now);
+        for (key, record) in leases {
+            self.observe(&key, record, now);
         }
     }
 }
@@ -115,8 +125,8 @@ impl Observations {
 /// The observer's own heartbeat, when it renews one (see the module documentation on stale views).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnHeartbeat {
-    /// The node whose Lease this observer renews.
-    pub node: String,
+    /// The key of the heartbeat this observer renews ([`heartbeat_key`]).
+    pub key: String,
     /// The duration it writes into that Lease.
     pub lease_duration: Duration,
 }
@@ -124,9 +134,9 @@ pub struct OwnHeartbeat {
 /// What one observer concludes at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
-    /// Nodes whose Lease is alive.
+    /// Heartbeats (keys) whose Lease is alive.
     pub live: BTreeSet<String>,
-    /// Nodes whose Lease is released or expired.
+    /// Heartbeats (keys) whose Lease is released or expired.
     pub dead: BTreeSet<String>,
     /// Whether the view is current (see the module documentation); when false, expiry was judged as of the last
     /// instant the view was known to be current.
@@ -137,10 +147,28 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The nodes among `nodes` that may announce as far as heartbeats are concerned: all but the dead ones
-    /// (a node without a Lease is left to its readiness).
-    pub fn alive_among<'a>(&self, nodes: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-        nodes.into_iter().filter(|n| !self.dead.contains(*n)).map(str::to_owned).collect()
+    /// The nodes among `nodes` that may announce as far as the heartbeats of `component` are concerned: all
+    /// but those whose heartbeat is dead (a node without a Lease is left to its readiness).
+    pub fn alive_among<'a>(&self, component: &str, nodes: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        nodes.into_iter().filter(|n| !self.dead.contains(&heartbeat_key(component, n))).map(str::to_owned).collect()
+    }
+
+    /// The nodes whose heartbeat of `component` is alive.
+    pub fn live_nodes(&self, component: &str) -> BTreeSet<String> {
+        let prefix = format!("{component}/");
+        self.live.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned).collect()
+    }
+
+    /// The nodes whose heartbeat of `component` is dead.
+    pub fn dead_nodes(&self, component: &str) -> BTreeSet<String> {
+        let prefix = format!("{component}/");
+        self.dead.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned).collect()
+    }
+
+    /// Whether any heartbeat of `component` exists at all (alive or dead).
+    pub fn knows(&self, component: &str) -> bool {
+        let prefix = format!("{component}/");
+        self.live.iter().chain(&self.dead).any(|k| k.starts_with(&prefix))
     }
 }
 
@@ -156,7 +184,7 @@ pub fn judge(observations: &Observations, now: Instant) -> Verdict {
         return Verdict::default();
     };
     let trusted_until = observations.own.as_ref().map(|own| {
-        let seen = observations.nodes.get(&own.node).map_or(synced_at, |hb| hb.observed_at.max(synced_at));
+        let seen = observations.leases.get(&own.key).map_or(synced_at, |hb| hb.observed_at.max(synced_at));
         seen + own.lease_duration / 2
     });
     let (at, fresh) = match trusted_until {
@@ -164,12 +192,12 @@ pub fn judge(observations: &Observations, now: Instant) -> Verdict {
         _ => (now, true),
     };
     let mut verdict = Verdict { fresh, ..Verdict::default() };
-    for (node, hb) in &observations.nodes {
+    for (key, hb) in &observations.leases {
         let expires = hb.observed_at + hb.record.duration;
         if hb.record.holder.is_none() || expires <= at {
-            verdict.dead.insert(node.clone());
+            verdict.dead.insert(key.clone());
         } else {
-            verdict.live.insert(node.clone());
+            verdict.live.insert(key.clone());
             if fresh {
                 verdict.recheck_at = Some(verdict.recheck_at.map_or(expires, |r| r.min(expires)));
             }
@@ -200,7 +228,7 @@ mod tests {
     fn observations(t0: Instant, seen: &[Seen]) -> Observations {
         let mut o = Observations { synced_at: Some(t0), ..Observations::default() };
         for (node, holder, at, d) in seen {
-            o.nodes.insert(
+            o.leases.insert(
                 (*node).to_owned(),
                 Heartbeat { record: record(*holder, &format!("r{at}"), *d), observed_at: t0 + ms(*at) },
             );
@@ -340,7 +368,7 @@ mod tests {
         for c in cases {
             let t0 = Instant::now();
             let mut obs = observations(t0, c.seen);
-            obs.own = c.own.map(|(node, lease_duration)| OwnHeartbeat { node: node.to_owned(), lease_duration });
+            obs.own = c.own.map(|(node, lease_duration)| OwnHeartbeat { key: node.to_owned(), lease_duration });
             let v = judge(&obs, t0 + ms(c.now));
             assert_eq!(v.live, set(c.live), "{}: live", c.name);
             assert_eq!(v.dead, set(c.dead), "{}: dead", c.name);
@@ -367,30 +395,41 @@ mod tests {
         obs.observe("a", record(Some("a"), "r1", D), t0);
         // A relist or a metadata-only change brings the same record back later: not a sign of life.
         obs.observe("a", record(Some("a"), "r1", D), t0 + ms(1400));
-        assert_eq!(obs.nodes["a"].observed_at, t0);
+        assert_eq!(obs.leases["a"].observed_at, t0);
         assert!(judge(&obs, t0 + ms(1500)).dead.contains("a"));
         // A renewal is.
         obs.observe("a", record(Some("a"), "r2", D), t0 + ms(1600));
-        assert_eq!(obs.nodes["a"].observed_at, t0 + ms(1600));
+        assert_eq!(obs.leases["a"].observed_at, t0 + ms(1600));
         assert!(judge(&obs, t0 + ms(1700)).live.contains("a"));
     }
 
     #[test]
     fn alive_among_leaves_nodes_without_a_lease_to_readiness() {
         let t0 = Instant::now();
-        let obs = observations(t0, &[("a", Some("a"), 0, D), ("b", None, 0, D)]);
+        let seen = [
+            ("node/a", Some("a"), 0, D),
+            ("node/b", None, 0, D),
+            ("proxy/a", None, 0, D),
+            ("proxy/c", Some("c"), 0, D),
+        ];
+        let obs = observations(t0, &seen);
         let v = judge(&obs, t0 + ms(10));
-        assert_eq!(v.alive_among(["a", "b", "old-agent"]), set(&["a", "old-agent"]));
+        assert_eq!(v.alive_among("node", ["a", "b", "old-agent"]), set(&["a", "old-agent"]));
+        assert_eq!(v.alive_among("proxy", ["a", "b", "c"]), set(&["b", "c"]));
+        assert_eq!(v.live_nodes("proxy"), set(&["c"]));
+        assert_eq!(v.live_nodes("node"), set(&["a"]));
+        assert_eq!(v.dead_nodes("node"), set(&["b"]));
+        assert!(v.knows("proxy") && v.knows("node") && !v.knows("other"));
     }
 
     #[test]
     fn silence_during_our_own_gap_does_not_count_against_the_others() {
         let t0 = Instant::now();
         let rec = |n: &str, r: u64| record(Some(n), &format!("r{r}"), D);
-        let mut obs = Observations::new(Some(OwnHeartbeat { node: "me".into(), lease_duration: D }));
+        let mut obs = Observations::new(Some(OwnHeartbeat { key: "me".into(), lease_duration: D }));
         obs.relist([("me".into(), rec("me", 0)), ("a".into(), rec("a", 0)), ("b".into(), rec("b", 0))], t0);
         obs.relist([("me".into(), rec("me", 0)), ("a".into(), rec("a", 0)), ("c".into(), rec("c", 0))], t0);
-        assert!(!obs.nodes.contains_key("b"), "a Lease missing from a relist is forgotten");
+        assert!(!obs.leases.contains_key("b"), "a Lease missing from a relist is forgotten");
         obs.observe("me", rec("me", 500), t0 + ms(500));
         obs.observe("a", rec("a", 600), t0 + ms(600));
         obs.observe("me", rec("me", 1000), t0 + ms(1000));
@@ -418,8 +457,8 @@ mod tests {
         obs.relist([("a".into(), record(Some("a"), "r0", D)), ("b".into(), record(Some("b"), "r0", D))], t0);
         obs.relist([("a".into(), record(Some("a"), "r0", D)), ("b".into(), record(Some("b"), "r1", D))], t0 + ms(1000));
         assert_eq!(obs.synced_at, Some(t0), "synced_at is the first list");
-        assert_eq!(obs.nodes["a"].observed_at, t0);
-        assert_eq!(obs.nodes["b"].observed_at, t0 + ms(1000));
+        assert_eq!(obs.leases["a"].observed_at, t0);
+        assert_eq!(obs.leases["b"].observed_at, t0 + ms(1000));
         assert_eq!(judge(&obs, t0 + ms(1500)).dead, set(&["a"]));
         obs.forget("a");
         assert!(judge(&obs, t0 + ms(1500)).dead.is_empty());
