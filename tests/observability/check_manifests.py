@@ -129,8 +129,8 @@ def main():
     check("controller ClusterRole has no Lease access", not any(res == "leases" for (_, res, _) in cr))
     role = find(objs, "Role", "causeway-leader-election") or {}
     check("Lease Role is namespaced to causeway-system", role.get("metadata", {}).get("namespace") == NS)
-    check("Lease Role is exactly get/create/update leases",
-          rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")},
+    check("Lease Role is exactly get/create/update/patch leases",
+          rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")},
           str(sorted(rules_of(role))))
     nr = rules_of(find(objs, "ClusterRole", "causeway-node") or {})
     for g, res in [("", "services"), ("discovery.k8s.io", "endpointslices"), ("", "nodes")]:

@@ -127,7 +127,7 @@ EOF
         can_i yes causeway update services/status
         can_i yes causeway create events.events.k8s.io
         can_i yes causeway patch events.events.k8s.io
-        for verb in get create update; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
+        for verb in get create update patch; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
         can_i no causeway update leases.coordination.k8s.io kube-system
         can_i no causeway delete leases.coordination.k8s.io causeway-system
         can_i no causeway update ingresses.networking.k8s.io

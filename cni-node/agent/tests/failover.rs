@@ -3,7 +3,9 @@
 //! own (one end of a veth pair), with the permissions of `manifests/node-rbac.yaml` only. The owner of a
 //! Service's address is killed (SIGKILL, no release) and another agent must own the address within the lease
 //! duration plus one renewal; then the new owner is stopped gracefully and must hand the address over at once.
-//! Before that, an API server outage longer than the lease must move nothing.
+//! Before that, an API server outage longer than the lease must move nothing, and the address of a
+//! `loadBalancerClass: causeway.dev/proxy` Service must follow the proxy heartbeat (renewed from the test with the
+//! code `causeway run --node-name` runs).
 //!
 //! Everything runs inside a network namespace this test creates (the agents add addresses to interfaces); the
 //! host's namespace is never touched.
@@ -74,7 +76,46 @@ fn ip(args: &[&str]) -> String {
 
 /// Whether the interface `dev` holds the test address.
 fn holds(dev: &str) -> bool {
-    ip(&["-o", "-4", "addr", "show", "dev", dev]).contains(&format!(" {ADDRESS}/32 "))
+    holds_address(dev, ADDRESS)
+}
+
+fn holds_address(dev: &str, address: &str) -> bool {
+    ip(&["-o", "-4", "addr", "show", "dev", dev]).contains(&format!(" {address}/32 "))
+}
+
+/// A Service of `loadBalancerClass: causeway.dev/proxy` and its address.
+const PROXIED: &str = "apiVersion: v1
+kind: Service
+metadata: {name: l4, namespace: default}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: causeway.dev/proxy
+  ports: [{name: tcp, port: 9000, protocol: TCP}]
+";
+const PROXIED_ADDRESS: &str = "192.0.2.78";
+
+/// Whether the proxy-class address is on `who`'s interface and on no other.
+fn only_on(who: Option<&str>) -> impl FnMut(&[Node]) -> bool + '_ {
+    move |nodes: &[Node]| nodes.iter().all(|n| holds_address(&n.dev, PROXIED_ADDRESS) == (Some(n.name) == who))
+}
+
+/// Renews the proxy heartbeat of `node` from this test, with the code `causeway run --node-name` runs.
+fn proxy_heartbeat(
+    rt: &tokio::runtime::Runtime,
+    plane: &ControlPlane,
+    node: &str,
+) -> causeway_kube::heartbeat::HeartbeatHandle {
+    use causeway_kube::heartbeat::{HeartbeatConfig, HeartbeatMetrics, PROXY_COMPONENT, spawn_heartbeat};
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&plane.env["KUBECONFIG"]).expect("kubeconfig");
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("kube config");
+        let client = kube::Client::try_from(config).expect("kube client");
+        let config =
+            HeartbeatConfig { component: PROXY_COMPONENT.to_owned(), ..HeartbeatConfig::node(NAMESPACE, node) };
+        let metrics = HeartbeatMetrics::register(&prometheus::Registry::new()).expect("metrics");
+        spawn_heartbeat(client, config, metrics)
+    })
 }
 
 /// One agent and the interface it announces on.
@@ -186,6 +227,37 @@ fn owner_killed_or_stopped_moves_the_address() {
     for name in &names {
         assert!(leases.contains(&format!("causeway-node-{name}={name}")), "heartbeat Leases: {leases}");
     }
+
+    // `loadBalancerClass: causeway.dev/proxy`: announced by the hash over every node until a proxy heartbeats, then
+    // only from nodes with a live proxy; when the last proxy releases, from nowhere.
+    plane.kubectl(&["apply", "-f", "-"], Some(PROXIED));
+    let status78 = format!(
+        "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{PROXIED_ADDRESS}\",\"ipMode\":\"VIP\"}}]}}}}}}"
+    );
+    plane.kubectl(
+        &["-n", "default", "patch", "service", "l4", "--subresource=status", "--type=merge", "-p", &status78],
+        None,
+    );
+    let hashed: IpAddr = PROXIED_ADDRESS.parse().expect("address");
+    let hashed = causeway_lb::owner_node(hashed, names.iter().copied()).expect("an owner").to_owned();
+    poll("the proxy-class address on its hash owner", Duration::from_secs(10), &mut nodes, only_on(Some(&hashed)));
+    let proxy_node = *names.iter().find(|n| **n != hashed).expect("another node");
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let started = Instant::now();
+    let proxy = proxy_heartbeat(&rt, &plane, proxy_node);
+    let moved = poll(
+        "the proxy-class address on the proxy's node",
+        Duration::from_secs(10),
+        &mut nodes,
+        only_on(Some(proxy_node)),
+    );
+    println!(
+        "proxy heartbeat on {proxy_node}: {PROXIED_ADDRESS} moved there from {hashed} after {:.0} ms",
+        (moved - started).as_secs_f64() * 1000.0
+    );
+    rt.block_on(proxy.release());
+    poll("the proxy-class address withdrawn with the last proxy", Duration::from_secs(5), &mut nodes, only_on(None));
+    drop(rt);
 
     // The manifests' RBAC is enough (checked before the outage: a restarting API server answers 403 for a moment
     // while its authorizer warms up).

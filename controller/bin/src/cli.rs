@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "causeway", version, about = "Kubernetes edge controller and proxy: Ingress, TLS/SNI, L4, never reloads.")]
+#[command(
+    name = "causeway",
+    version,
+    about = "Kubernetes edge controller and proxy: Ingress, TLS/SNI, L4, never reloads."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -77,6 +81,11 @@ pub struct RunArgs {
     /// This replica's identity in the Lease [default: $POD_NAME, else the host name and process id].
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The node this proxy runs on (with hostNetwork). With a cluster source, renews the heartbeat Lease
+    /// `causeway-proxy-<node>` in the lease namespace; the node agents then announce the addresses of
+    /// `loadBalancerClass: causeway.dev/proxy` Services only from nodes with a live proxy.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
