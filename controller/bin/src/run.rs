@@ -410,8 +410,8 @@ fn translate_config(args: &SourceArgs) -> anyhow::Result<TranslateConfig> {
 fn load_table(args: &SourceArgs) -> anyhow::Result<RouteTable> {
     let Some(dir) = &args.manifests else { bail!("--manifests DIR is required") };
     let translate = translate_config(args)?;
-    let (index, mut file_diagnostics) =
-        causeway_source::load_dir(Path::new(dir)).with_context(|| format!("reading {}", dir.display()))?;
+    let (index, mut file_diagnostics) = causeway_source::load_dir(Path::new(dir))
+        .with_context(|| format!("reading {}", dir.display()))?;
     let (mut table, _) = translate_index(&index, &translate, true);
     // The proxy's compiler also checks certificates and keys; report those as it would at run time.
     let compile = causeway_proxy::check(&table).context("compiling the table")?;

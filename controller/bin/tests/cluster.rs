@@ -41,11 +41,7 @@ impl ControlPlane {
         let mut plane = Self { dir, env: HashMap::new() };
         let out = plane.script("start.sh", false);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(
-            out.status.code(),
-            Some(3),
-            "kube-apiserver/etcd not built; run tests/cluster/build.sh first.\n{stderr}"
-        );
+        assert_ne!(out.status.code(), Some(3), "kube-apiserver/etcd not built; run tests/cluster/build.sh first.\n{stderr}");
         assert!(out.status.success(), "tests/cluster/start.sh failed:\n{stderr}");
         plane.env = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -146,33 +142,22 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
         "--node-name".as_ref(),
         "node-p".as_ref(),
     ]);
-    wait_for(
-        "the first table from the API",
-        Duration::from_secs(20),
-        || matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x"),
-    );
+    wait_for("the first table from the API", Duration::from_secs(20), || {
+        matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x")
+    });
 
     // `--node-name`: the proxy's heartbeat Lease, which the node agents read to announce proxy-class addresses.
     let proxy_heartbeat = || {
-        plane.kubectl(&[
-            "-n",
-            "default",
-            "get",
-            "lease",
-            "causeway-proxy-node-p",
-            "-o",
-            "jsonpath={.metadata.labels.causeway\\.dev/heartbeat}/{.spec.holderIdentity}",
-        ])
+        let jsonpath = "jsonpath={.metadata.labels.causeway\\.dev/heartbeat}/{.spec.holderIdentity}";
+        plane.kubectl(&["-n", "default", "get", "lease", "causeway-proxy-node-p", "-o", jsonpath])
     };
     wait_for("the proxy's heartbeat Lease", Duration::from_secs(10), || proxy_heartbeat() == "proxy/node-p");
 
     // A change through the API is served within a second.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b")], &[("a", a), ("b", b)]));
-    let took = wait_for(
-        "the /b route",
-        Duration::from_secs(10),
-        || matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1"),
-    );
+    let took = wait_for("the /b route", Duration::from_secs(10), || {
+        matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1")
+    });
     assert!(took < Duration::from_secs(1), "the API change was served after {took:?}");
 
     // The leader writes Ingress status.
@@ -215,11 +200,9 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
 
     // A change made after the outage takes effect once the watchers resync.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b"), ("/c", "b")], &[("a", a), ("b", b)]));
-    wait_for(
-        "the /c route after the outage",
-        Duration::from_secs(30),
-        || matches!(get(proxy.http, "app.test", "/c"), Ok((200, ref body)) if body == "b /c"),
-    );
+    wait_for("the /c route after the outage", Duration::from_secs(30), || {
+        matches!(get(proxy.http, "app.test", "/c"), Ok((200, ref body)) if body == "b /c")
+    });
     served_since(50);
     stop.store(true, Ordering::Relaxed);
     let failures = load.join().unwrap();
