@@ -103,7 +103,8 @@ def main():
                  ("IngressClass", "causeway"), ("Deployment", "causeway"), ("Service", "causeway"),
                  ("PodDisruptionBudget", "causeway"), ("DaemonSet", "causeway-node"),
                  ("CustomResourceDefinition", "ippools.causeway.dev"), ("ClusterRole", "causeway"),
-                 ("ClusterRole", "causeway-node"), ("Role", "causeway-leader-election")]:
+                 ("ClusterRole", "causeway-node"), ("Role", "causeway-leader-election"),
+                 ("Role", "causeway-node-heartbeat"), ("RoleBinding", "causeway-node-heartbeat")]:
         check(f"{want[0]}/{want[1]} exists", want in kinds)
 
     # --- RBAC ------------------------------------------------------------------------------------------------
@@ -130,8 +131,8 @@ def main():
     check("controller ClusterRole has no Lease access", not any(res == "leases" for (_, res, _) in cr))
     role = find(objs, "Role", "causeway-leader-election") or {}
     check("Lease Role is namespaced to causeway-system", role.get("metadata", {}).get("namespace") == NS)
-    check("Lease Role is exactly get/create/update leases",
-          rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")},
+    check("Lease Role is exactly get/create/update/patch leases",
+          rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")},
           str(sorted(rules_of(role))))
     nr = rules_of(find(objs, "ClusterRole", "causeway-node") or {})
     for g, res in [("", "services"), ("discovery.k8s.io", "endpointslices"), ("", "nodes"), ("causeway.dev", "ippools")]:
@@ -139,6 +140,11 @@ def main():
             check(f"node agent may {v} {res}", (g, res, v) in nr)
     check("node agent is read-only", all(v in ("get", "list", "watch") for (_, _, v) in nr), str(sorted(nr)))
     check("node agent cannot read Secrets", not any(res == "secrets" for (_, res, _) in nr))
+    hb = find(objs, "Role", "causeway-node-heartbeat") or {}
+    check("node heartbeat Role is namespaced to causeway-system", hb.get("metadata", {}).get("namespace") == NS)
+    check("node heartbeat Role is exactly get/list/watch/create/patch leases",
+          rules_of(hb) == {("coordination.k8s.io", "leases", v) for v in ("get", "list", "watch", "create", "patch")},
+          str(sorted(rules_of(hb))))
     for b in [o for o in objs if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]:
         subj = b.get("subjects", [])
         check(f"{b['kind']}/{b['metadata']['name']} binds a ServiceAccount of {NS}",

@@ -130,7 +130,7 @@ EOF
         can_i no causeway update services/status
         can_i yes causeway create events.events.k8s.io
         can_i yes causeway patch events.events.k8s.io
-        for verb in get create update; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
+        for verb in get create update patch; do can_i yes causeway "$verb" leases.coordination.k8s.io causeway-system; done
         can_i no causeway update leases.coordination.k8s.io kube-system
         can_i no causeway delete leases.coordination.k8s.io causeway-system
         can_i no causeway update ingresses.networking.k8s.io
@@ -145,6 +145,12 @@ EOF
         can_i no causeway-node update nodes
         can_i no causeway-node update services/status
         can_i no causeway-node create events.events.k8s.io
+        # Per-node heartbeat Leases: in causeway-system only, no update or delete.
+        for verb in get list watch create patch; do
+            can_i yes causeway-node "$verb" leases.coordination.k8s.io causeway-system
+        done
+        can_i no causeway-node patch leases.coordination.k8s.io kube-system
+        can_i no causeway-node delete leases.coordination.k8s.io causeway-system
 
         # pool NAME WANT SPEC-JSON [MESSAGE]: WANT is accept, or reject with MESSAGE in the API server's answer
         # (so that a refusal for another reason, such as a missing CRD, does not pass).
@@ -241,11 +247,14 @@ EOF
             k delete clusterrolebinding obs-limited-causeway --ignore-not-found >/dev/null
             k -n causeway-system delete rolebinding obs-limited-lease --ignore-not-found >/dev/null
             k create clusterrolebinding obs-limited-node --clusterrole=causeway-node --group=causeway:limited >/dev/null
+            k -n causeway-system create rolebinding obs-limited-node-heartbeat --role=causeway-node-heartbeat \
+                --group=causeway:limited >/dev/null
             nadmin="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
             mkdir -p "$WORK/sysctl"
             "$CAUSEWAY_NODE_BIN" --node-name obs-node --kubeconfig "$CLUSTER_DIR/limited.kubeconfig" \
                 --cluster-cidr 10.244.0.0/16 --service-cidr 10.96.0.0/16 --proxy-mode none --no-cni --no-routes \
-                --sysctl-root "$WORK/sysctl" --admin-addr "127.0.0.1:$nadmin" >"$WORK/causeway-node.log" 2>&1 &
+                --sysctl-root "$WORK/sysctl" --admin-addr "127.0.0.1:$nadmin" --heartbeat-namespace causeway-system \
+                >"$WORK/causeway-node.log" 2>&1 &
             node_pid=$!
             deadline=$(( $(date +%s) + 60 ))
             until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$nadmin/readyz" 2>/dev/null; do
@@ -254,13 +263,25 @@ EOF
             done
             if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$nadmin/readyz" 2>/dev/null \
                 && ! grep -qiE "forbidden|permission denied|denies" "$WORK/causeway-node.log"; then
-                ok "causeway-node --kubeconfig is ready under the ClusterRole causeway-node only"
+                ok "causeway-node --kubeconfig is ready under the ClusterRole causeway-node and Role causeway-node-heartbeat only"
             else
                 fail "causeway-node under the manifests' RBAC: $(tail -n 5 "$WORK/causeway-node.log" | cut -c1-300)"
+            fi
+            holder="$(k -n causeway-system get lease causeway-node-obs-node -o jsonpath='{.spec.holderIdentity}' 2>&1)"
+            if [ "$holder" = obs-node ]; then
+                ok "causeway-node renews its heartbeat Lease causeway-node-obs-node"
+            else
+                fail "causeway-node heartbeat Lease: holder '$holder'"
             fi
             kill -TERM "$node_pid" 2>/dev/null || true
             for _ in $(seq 100); do kill -0 "$node_pid" 2>/dev/null || break; sleep 0.1; done
             kill -KILL "$node_pid" 2>/dev/null || true
+            holder="$(k -n causeway-system get lease causeway-node-obs-node -o jsonpath='{.spec.holderIdentity}' 2>&1)"
+            if [ -z "$holder" ]; then
+                ok "causeway-node released its heartbeat Lease on SIGTERM"
+            else
+                fail "causeway-node heartbeat Lease after SIGTERM: holder '$holder'"
+            fi
         else
             skipped=$((skipped + 1))
             echo "skip  causeway-node under the manifests' RBAC: set CAUSEWAY_NODE_BIN to a built causeway-node"

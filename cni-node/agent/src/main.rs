@@ -6,7 +6,7 @@ use causeway_node::agent::{CniTarget, Desired, RulesConfig, cni_task, families, 
 use causeway_node::cni::CniSettings;
 use causeway_node::diagnostics::DiagnosticLog;
 use causeway_node::http::{Handler, HealthState, serve};
-use causeway_node::lb::Announcement;
+use causeway_node::lb::{Announcement, Liveness, plan_and_announce};
 use causeway_node::metrics::Metrics;
 use causeway_node::sink::{IptablesRestore, RuleSink};
 use causeway_rules::Family;
@@ -153,6 +153,19 @@ struct Args {
     /// How often the announced addresses are re-checked (an address removed by hand comes back).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lb_resync_period: Duration,
+    /// Namespace of the per-node heartbeat Leases (cluster mode; every agent must use the same).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
+    heartbeat_namespace: String,
+    /// How often this node renews its heartbeat Lease (one API write each).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// How long a heartbeat stays valid without renewal: another node takes this node's LoadBalancer addresses
+    /// about this long after its agent dies. More than twice --heartbeat-interval.
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    heartbeat_lease_duration: Duration,
+    /// No heartbeat Lease: LoadBalancer failover then follows Node readiness only (tens of seconds).
+    #[arg(long)]
+    no_heartbeat: bool,
 }
 
 /// Where the objects come from.
@@ -173,7 +186,7 @@ async fn start_cluster_source(
     path: &std::path::Path,
     metrics: &Metrics,
     tx: mpsc::Sender<causeway_source::SourceEvent>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<kube::Client> {
     let kubeconfig =
         kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
@@ -183,12 +196,13 @@ async fn start_cluster_source(
     let kube_metrics =
         causeway_kube::KubeMetrics::register(&metrics.registry).context("registering the Kubernetes metrics")?;
     causeway_kube::check_access(&client, &causeway_kube::watch_required_access_for(&CLUSTER_KINDS)).await?;
+    let watch_client = client.clone();
     tokio::spawn(async move {
-        if let Err(error) = causeway_kube::watch_cluster_kinds(client, tx, kube_metrics, &CLUSTER_KINDS).await {
+        if let Err(error) = causeway_kube::watch_cluster_kinds(watch_client, tx, kube_metrics, &CLUSTER_KINDS).await {
             warn!(message = "Cluster source stopped.", %error);
         }
     });
-    Ok(())
+    Ok(client)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -247,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Source → index snapshots → desired state.
     let (tx, rx) = mpsc::channel(1024);
+    let mut client = None;
     let (mut snapshots, _feed) = match &source {
         Source::Manifests(dir) => {
             let feed = causeway_source::IndexFeed::spawn([causeway_source::source_name(dir)], rx);
@@ -260,9 +275,23 @@ async fn main() -> anyhow::Result<()> {
         }
         Source::Cluster(path) => {
             let feed = causeway_source::IndexFeed::spawn([causeway_kube::CLUSTER_SOURCE], rx);
-            start_cluster_source(path, &metrics, tx).await?;
+            client = Some(start_cluster_source(path, &metrics, tx).await?);
             feed
         }
+    };
+    // Per-node heartbeat Leases decide which nodes may announce (cluster mode); readiness alone otherwise.
+    let (heartbeat, mut liveness) = match client {
+        Some(client) if !args.no_heartbeat => {
+            let mut config =
+                causeway_kube::heartbeat::HeartbeatConfig::node(&args.heartbeat_namespace, &args.node_name);
+            config.renew_interval = args.heartbeat_interval;
+            config.lease_duration = args.heartbeat_lease_duration;
+            let (handle, liveness) = causeway_node::lb::start_heartbeat(client, config, &metrics.registry)
+                .await
+                .context("starting the heartbeat (--no-heartbeat turns it off)")?;
+            (Some(handle), liveness)
+        }
+        _ => (None, Liveness::readiness_only()),
     };
     let (desired_tx, desired_rx) = watch::channel::<Option<Arc<Desired>>>(None);
     // LoadBalancer addresses: announced from the thread of the worker, created here (in our namespace).
@@ -277,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let announcement = Arc::new(parking_lot::Mutex::new(Announcement::new(worker)));
+    let stopping = announcement.clone();
     let (ann2, m3) = (announcement.clone(), metrics.clone());
     tokio::spawn(async move {
         loop {
@@ -297,8 +327,7 @@ async fn main() -> anyhow::Result<()> {
                 let seen_at = tokio::time::Instant::now();
                 // Source diagnostics (a file that does not parse, named by the file) first, then translation's.
                 let mut diagnostics: Vec<_> = index.source_diagnostics().cloned().collect();
-                let lb = causeway_lb::plan(&index, &node_name);
-                announcement.lock().apply(&lb, &diag_metrics);
+                let lb = plan_and_announce(&index, &node_name, &liveness, &announcement, &diag_metrics);
                 diagnostics.extend(lb.diagnostics.iter().cloned());
                 let (services, service_diags) = if manifests_mode {
                     causeway_translate::service_table(&causeway_lb::with_assigned_status(&index, &lb.assignments))
@@ -312,8 +341,20 @@ async fn main() -> anyhow::Result<()> {
                 diag_metrics.diagnostics.set(log.len() as i64);
                 desired_tx.send_replace(Some(Arc::new(Desired { services, nodes, diagnostics, seen_at })));
             }
-            if snapshots.changed().await.is_err() {
-                return;
+            // Until the next snapshot, a change of which nodes are alive re-plans the announcement alone.
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => match changed {
+                        Ok(()) => break,
+                        Err(_) => return,
+                    },
+                    () = liveness.changed(&diag_metrics) => {
+                        let current = snapshots.borrow().clone();
+                        if let Some(index) = current {
+                            plan_and_announce(&index, &node_name, &liveness, &announcement, &diag_metrics);
+                        }
+                    }
+                }
             }
         }
     });
@@ -416,6 +457,19 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     info!(message = "Stopping; rules and routes stay in place.");
+    if let Some(heartbeat) = heartbeat {
+        // Another node takes this node's LoadBalancer addresses as soon as the release arrives: withdraw them
+        // first, so that two nodes never claim one.
+        let worker = stopping.lock().take_worker();
+        if let Some(worker) = worker {
+            match tokio::task::spawn_blocking(move || worker.stop(true)).await {
+                Ok(Ok(())) => info!(message = "Withdrew the LoadBalancer addresses."),
+                Ok(Err(error)) => warn!(message = "Withdrawing the LoadBalancer addresses failed.", %error),
+                Err(error) => warn!(message = "Withdrawing the LoadBalancer addresses failed.", %error),
+            }
+        }
+        heartbeat.release().await;
+    }
     for t in tasks {
         t.abort();
     }

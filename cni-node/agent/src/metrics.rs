@@ -24,6 +24,9 @@ pub struct Metrics {
     pub lb_announce_failures: IntCounter,
     pub conntrack_deleted: IntCounter,
     pub conntrack_failures: IntCounter,
+    pub heartbeat_live_nodes: IntGauge,
+    pub heartbeat_dead_nodes: IntGauge,
+    pub heartbeat_view_fresh: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -80,6 +83,21 @@ impl Metrics {
             "causeway_node_lb_announce_failures_total",
             "Failed address changes or gratuitous ARPs on the --lb-interface.",
         )?;
+        let heartbeat_live_nodes = IntGauge::new(
+            "causeway_node_heartbeat_live_nodes",
+            "Nodes whose heartbeat Lease this agent sees alive (renewed within its duration).",
+        )?;
+        let heartbeat_dead_nodes = IntGauge::new(
+            "causeway_node_heartbeat_dead_nodes",
+            "Nodes whose heartbeat Lease this agent sees released or expired (they announce nothing).",
+        )?;
+        let heartbeat_view_fresh = IntGauge::new(
+            "causeway_node_heartbeat_view_fresh",
+            "1 while this agent sees its own heartbeat through the watch; 0: view stale, nobody newly judged dead.",
+        )?;
+        registry.register(Box::new(heartbeat_live_nodes.clone()))?;
+        registry.register(Box::new(heartbeat_dead_nodes.clone()))?;
+        registry.register(Box::new(heartbeat_view_fresh.clone()))?;
         let ipam_addresses = prometheus::IntGaugeVec::new(
             Opts::new(
                 "causeway_node_ipam_addresses",
@@ -130,6 +148,9 @@ impl Metrics {
             lb_announce_failures,
             conntrack_deleted,
             conntrack_failures,
+            heartbeat_live_nodes,
+            heartbeat_dead_nodes,
+            heartbeat_view_fresh,
         })
     }
 

@@ -283,6 +283,8 @@ fn kube_proxy_and_causeway_node_program_the_same_kube_chains() {
             lock.to_str().expect("utf-8 path"),
             "--admin-addr",
             "127.0.0.1:0",
+            // Rules are this test's subject; heartbeats are `failover.rs`'.
+            "--no-heartbeat",
         ],
     );
     let cw_nat = wait_for_table("causeway-node's rules", &mut agent, sync_of_all);

@@ -75,7 +75,7 @@ fn failover(node_not_ready: bool) {
         plan(&index(owner != "node-a", owner != "node-b"), survivor)
     } else {
         let alive = BTreeSet::from([survivor.to_owned()]);
-        plan_with(&healthy, survivor, &PlanOptions { alive_nodes: Some(alive) })
+        plan_with(&healthy, survivor, &PlanOptions { alive_nodes: Some(alive), ..Default::default() })
     };
     assert_eq!(after.my_addresses, set(&[VIP]), "the survivor must own the address now");
     saver.set(after.my_addresses);

@@ -77,6 +77,11 @@ pub struct RunArgs {
     /// This replica's identity in the Lease [default: $POD_NAME, else the host name and process id].
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The node this proxy runs on (with hostNetwork). With a cluster source, renews the heartbeat Lease
+    /// `causeway-proxy-<node>` in the lease namespace; the node agents then announce the addresses of
+    /// `loadBalancerClass: causeway.dev/proxy` Services only from nodes with a live proxy.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -114,6 +114,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+    // A draining proxy takes no new connections on its node: release its heartbeat when the drain starts, so the
+    // agents move proxy-class addresses to another proxy's node at once.
+    let mut heartbeat_release = cluster.as_mut().and_then(|c| c.heartbeat.take()).map(|heartbeat| {
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            stop.await;
+            heartbeat.release().await;
+        })
+    });
 
     // Translate each published index and swap the result in. One table per index version.
     let lb_metrics = LbMetrics::register(&registry).context("registering the LoadBalancer metrics")?;
@@ -157,6 +166,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = stopped(stop_rx.clone()) => {
             translator.abort();
             admin_task.abort();
+            if let Some(release) = heartbeat_release.take() {
+                let _ = release.await;
+            }
             return Ok(());
         }
     }
@@ -168,6 +180,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     translator.abort();
     admin_task.abort();
+    if let Some(release) = heartbeat_release {
+        let _ = release.await;
+    }
     if let Some(cluster) = cluster {
         // Release the Lease so another replica takes over at once instead of after the lease duration.
         cluster.leader.shutdown().await;
@@ -216,6 +231,8 @@ impl LbMetrics {
 /// The Kubernetes side of `run`: the watchers, the leader elector and the leader-only writers.
 struct Cluster {
     leader: causeway_kube::LeaderHandle,
+    /// The proxy's node heartbeat (`--node-name`), released as soon as the drain starts.
+    heartbeat: Option<causeway_kube::heartbeat::HeartbeatHandle>,
     /// The Ingresses we serve, for the status writer.
     owned: tokio::sync::watch::Sender<causeway_kube::OwnedIngresses>,
     /// The current diagnostics, for the Event writer.
@@ -256,6 +273,16 @@ async fn start_cluster(
         format!("{host}-{}", std::process::id())
     });
     let lease = ck::LeaseConfig::new(args.lease_namespace.clone(), args.lease_name.clone(), identity.clone());
+    // The proxy's per-node heartbeat: the node agents announce proxy-class addresses only where a proxy lives.
+    let heartbeat = match &args.node_name {
+        Some(node) => {
+            let mut config = ck::heartbeat::HeartbeatConfig::node(args.lease_namespace.clone(), node.clone());
+            config.component = ck::heartbeat::PROXY_COMPONENT.to_owned();
+            config.validate().context("--node-name")?;
+            Some(config)
+        }
+        None => None,
+    };
 
     // Missing RBAC is one clear start-up error naming every verb and resource, not a watcher retrying a 403.
     let mut needed = ck::watch_required_access();
@@ -264,12 +291,23 @@ async fn start_cluster(
     if let Some(publish) = &publish {
         needed.extend(publish.required_access());
     }
+    if let Some(heartbeat) = &heartbeat {
+        needed.extend(heartbeat.renew_required_access());
+    }
     // The LoadBalancer allocator's status writes (merge patches on services/status).
     needed.push(ck::Access { verb: "patch", group: "", resource: "services/status", namespace: None });
     ck::check_access(&client, &needed).await?;
 
     tokio::spawn(ck::watch_cluster(client.clone(), events_tx, metrics.clone()));
     let leader = ck::spawn_elector(client.clone(), lease, metrics.clone());
+    let heartbeat = match heartbeat {
+        Some(config) => {
+            let hb_metrics = ck::heartbeat::HeartbeatMetrics::register(registry).context("registering metrics")?;
+            tracing::info!(message = "Proxy heartbeat on.", lease = %config.lease_name(), namespace = %config.namespace);
+            Some(ck::heartbeat::spawn_heartbeat(client.clone(), config, hb_metrics))
+        }
+        None => None,
+    };
     let (owned, owned_rx) = tokio::sync::watch::channel(None);
     let (diagnostics, diagnostics_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     if let Some(publish) = publish {
@@ -290,7 +328,7 @@ async fn start_cluster(
         diagnostics_rx,
         metrics,
     ));
-    Ok(Cluster { leader, owned, diagnostics, lb_status })
+    Ok(Cluster { leader, heartbeat, owned, diagnostics, lb_status })
 }
 
 /// Translates one index snapshot into the route table, with the LoadBalancer plan folded in.

@@ -139,10 +139,19 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
         "127.0.0.1".as_ref(),
         "--lease-namespace".as_ref(),
         "default".as_ref(),
+        "--node-name".as_ref(),
+        "node-p".as_ref(),
     ]);
     wait_for("the first table from the API", Duration::from_secs(20), || {
         matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x")
     });
+
+    // `--node-name`: the proxy's heartbeat Lease, which the node agents read to announce proxy-class addresses.
+    let proxy_heartbeat = || {
+        let jsonpath = "jsonpath={.metadata.labels.causeway\\.dev/heartbeat}/{.spec.holderIdentity}";
+        plane.kubectl(&["-n", "default", "get", "lease", "causeway-proxy-node-p", "-o", jsonpath])
+    };
+    wait_for("the proxy's heartbeat Lease", Duration::from_secs(10), || proxy_heartbeat() == "proxy/node-p");
 
     // A change through the API is served within a second.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b")], &[("a", a), ("b", b)]));
@@ -199,6 +208,11 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
     let failures = load.join().unwrap();
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests during the outage: {failures:?}");
     assert!(ok.load(Ordering::Relaxed) >= 350);
+
+    // SIGTERM: the drain starts and the heartbeat is released at once (the agents move proxy-class addresses).
+    let out = Command::new("kill").args(["-TERM", &proxy.child.id().to_string()]).output().expect("kill");
+    assert!(out.status.success(), "kill -TERM: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the proxy's heartbeat released", Duration::from_secs(10), || proxy_heartbeat() == "proxy/");
 }
 
 // === LoadBalancer address pools in a real cluster ===

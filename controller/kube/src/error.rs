@@ -68,6 +68,10 @@ pub enum Error {
     /// `watch_cluster_kinds` was asked for a kind the cluster source does not watch.
     #[error("the cluster source does not watch {0} objects")]
     UnsupportedKind(&'static str),
+
+    /// A heartbeat setting is invalid (see `HeartbeatConfig::validate`).
+    #[error("invalid heartbeat settings: {0}")]
+    InvalidHeartbeat(String),
 }
 
 impl Error {
@@ -80,6 +84,7 @@ impl Error {
             Error::ReceiverGone => "receiver_gone",
             Error::Metrics(_) => "metrics",
             Error::UnsupportedKind(_) => "unsupported_kind",
+            Error::InvalidHeartbeat(_) => "invalid_heartbeat",
         }
     }
 

@@ -64,6 +64,7 @@ mod access;
 mod error;
 mod events;
 mod feed;
+pub mod heartbeat;
 mod lease;
 mod metrics;
 mod pool;

@@ -114,6 +114,10 @@ pub struct PlanOptions {
     /// Node readiness alone reacts in tens of seconds (the kubelet's grace period); a per-*node* heartbeat
     /// (one Lease per node, not per Service) is what brings failover under two seconds.
     pub alive_nodes: Option<BTreeSet<String>>,
+    /// Nodes running a live proxy (its per-node heartbeat, `causeway run --node-name`). The proxy itself listens
+    /// on the addresses of Services of `loadBalancerClass: causeway.dev/proxy`, so only these nodes may announce
+    /// them. `None` (no proxy heartbeats at all): every eligible node, as for other Services.
+    pub proxy_nodes: Option<BTreeSet<String>>,
 }
 
 /// [`plan`] with options: eligible nodes are further limited to [`PlanOptions::alive_nodes`].
@@ -149,7 +153,8 @@ pub fn plan_with(index: &Index, node_name: &str, options: &PlanOptions) -> LbPla
     let mut owners = BTreeMap::new();
     for (ip, mut keys) in holders {
         keys.sort_by_key(|k| (age(k), (*k).clone()));
-        let sets: Vec<BTreeSet<String>> = keys.iter().map(|k| eligible_for(index, k, &ready)).collect();
+        let sets: Vec<BTreeSet<String>> =
+            keys.iter().map(|k| eligible_for(index, k, &ready, options.proxy_nodes.as_ref())).collect();
         let mut eligible = sets.first().cloned().unwrap_or_default();
         for s in sets.iter().skip(1) {
             eligible = eligible.intersection(s).cloned().collect();
@@ -196,16 +201,27 @@ fn dormant(services: &[LbService]) -> Allocation {
 }
 
 /// Nodes that may announce for one Service.
-fn eligible_for(index: &Index, key: &ServiceKey, ready: &BTreeSet<String>) -> BTreeSet<String> {
-    let local = index
-        .service(&key.namespace, &key.name)
-        .and_then(|s| s.spec.as_ref())
-        .is_some_and(|s| s.external_traffic_policy.as_deref() == Some("Local"));
-    if local {
+fn eligible_for(
+    index: &Index,
+    key: &ServiceKey,
+    ready: &BTreeSet<String>,
+    proxy_nodes: Option<&BTreeSet<String>>,
+) -> BTreeSet<String> {
+    let spec = index.service(&key.namespace, &key.name).and_then(|s| s.spec.as_ref());
+    let local = spec.is_some_and(|s| s.external_traffic_policy.as_deref() == Some("Local"));
+    let mut out: BTreeSet<String> = if local {
         local_endpoint_nodes(index, &key.namespace, &key.name).intersection(ready).cloned().collect()
     } else {
         ready.clone()
+    };
+    let proxied =
+        spec.is_some_and(|s| s.load_balancer_class.as_deref() == Some(causeway_translate::PROXY_LOAD_BALANCER_CLASS));
+    if let Some(proxies) = proxy_nodes
+        && proxied
+    {
+        out.retain(|n| proxies.contains(n));
     }
+    out
 }
 
 /// The `status.loadBalancer` that carries `addresses` (`ipMode: VIP`, in order); empty for no address.

@@ -203,7 +203,7 @@ fn a_dead_announcer_loses_only_its_addresses() {
     let all = plan(&index, "n1");
     let victim = all.owners.values().flatten().next().expect("an owner").clone();
     let alive: BTreeSet<String> = ["n1", "n2", "n3"].into_iter().filter(|n| *n != victim).map(str::to_owned).collect();
-    let after = plan_with(&index, "n1", &PlanOptions { alive_nodes: Some(alive) });
+    let after = plan_with(&index, "n1", &PlanOptions { alive_nodes: Some(alive), ..PlanOptions::default() });
     assert_eq!(after.assignments, all.assignments, "allocation does not depend on liveness");
     for (ip, owner) in &all.owners {
         let now = after.owners[ip].as_deref();
@@ -211,6 +211,66 @@ fn a_dead_announcer_loses_only_its_addresses() {
             assert!(now.is_some() && now != Some(victim.as_str()), "{ip} must move off {victim}");
         } else {
             assert_eq!(now, owner.as_deref(), "{ip} moved although its owner is alive");
+        }
+    }
+}
+
+#[test]
+fn proxy_class_addresses_are_announced_only_from_nodes_with_a_live_proxy() {
+    let mut yaml = String::from(POOL);
+    for n in ["n1", "n2", "n3"] {
+        yaml += &node(n, true, "");
+    }
+    for i in 1..=4 {
+        yaml += &service(&format!("p{i}"), i, ", loadBalancerClass: causeway.dev/proxy", "");
+        yaml += &service(&format!("s{i}"), i + 10, "", "");
+    }
+    let index = index(&yaml);
+    let owner_of = |plan: &LbPlan, svc: &str| {
+        let a = &plan.assignments[&ServiceKey::new("default", svc)];
+        plan.owners[&a.addresses[0]].clone()
+    };
+    let any = plan(&index, "n1");
+    let proxies = |names: &[&str]| PlanOptions {
+        proxy_nodes: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        ..PlanOptions::default()
+    };
+    struct Case {
+        name: &'static str,
+        options: PlanOptions,
+        /// The owner every proxy-class address must have (`None`: unchanged from a plan without proxy nodes).
+        proxy_owner: Option<Option<&'static str>>,
+    }
+    let cases = [
+        Case { name: "no proxy heartbeats: as any Service", options: PlanOptions::default(), proxy_owner: None },
+        Case {
+            name: "one live proxy takes every proxy address",
+            options: proxies(&["n3"]),
+            proxy_owner: Some(Some("n3")),
+        },
+        Case { name: "no live proxy: nobody announces", options: proxies(&[]), proxy_owner: Some(None) },
+        Case {
+            name: "a proxy on a node whose agent is dead does not count",
+            options: PlanOptions {
+                alive_nodes: Some(["n1", "n2"].iter().map(|n| (*n).to_owned()).collect()),
+                ..proxies(&["n2", "n3"])
+            },
+            proxy_owner: Some(Some("n2")),
+        },
+    ];
+    for c in cases {
+        let p = plan_with(&index, "n1", &c.options);
+        assert_eq!(p.assignments, any.assignments, "{}: allocation does not depend on proxies", c.name);
+        for i in 1..=4 {
+            let (proxied, plain) = (format!("p{i}"), format!("s{i}"));
+            let want = match c.proxy_owner {
+                Some(o) => o.map(str::to_owned),
+                None => owner_of(&any, &proxied),
+            };
+            assert_eq!(owner_of(&p, &proxied), want, "{}: {proxied}", c.name);
+            if c.options.alive_nodes.is_none() {
+                assert_eq!(owner_of(&p, &plain), owner_of(&any, &plain), "{}: {plain} moved", c.name);
+            }
         }
     }
 }

@@ -73,6 +73,27 @@ impl ControlPlane {
         Self { dir, env }
     }
 
+    /// Stops only the API server (etcd keeps the data), as an outage would.
+    pub fn stop_apiserver(&self) {
+        self.only_apiserver("stop.sh");
+    }
+
+    /// Starts the API server again on the same port and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        self.only_apiserver("start.sh");
+    }
+
+    fn only_apiserver(&self, name: &str) {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster").join(name))
+            .args(["--only", "apiserver"])
+            .arg(self.dir.path())
+            .env("CAUSEWAY_CLUSTER_OWNER_PID", std::process::id().to_string())
+            .env("CAUSEWAY_CLUSTER_STOP_GRACE", "3")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tests/cluster/{name}: {e}"));
+        assert!(out.status.success(), "{name} --only apiserver failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// `kubectl` as the admin user; panics on failure.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
         let mut child = Command::new(&self.env["KUBECTL"])
