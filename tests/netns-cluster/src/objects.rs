@@ -134,8 +134,13 @@ impl Svc {
                 spec["loadBalancerClass"] = json!(class);
             }
             spec["allocateLoadBalancerNodePorts"] = json!(node_port);
-            let ingress: Vec<Value> = lb.ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
-            status = json!({"loadBalancer": {"ingress": ingress}});
+            // No addresses: Causeway's allocator assigns them (in a cluster the leader writes the status), so the
+            // harness writes no status that would clobber it.
+            if !lb.ips.is_empty() {
+                let ingress: Vec<Value> =
+                    lb.ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+                status = json!({"loadBalancer": {"ingress": ingress}});
+            }
         }
         if node_port || self.load_balancer.is_some() {
             spec["externalTrafficPolicy"] = json!(if self.local { "Local" } else { "Cluster" });

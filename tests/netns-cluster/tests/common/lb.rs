@@ -189,10 +189,19 @@ fn owner_lost_address_moves_within_2s(c: &mut Cluster) -> Result<()> {
     // Requests must be answered again, by surviving pods only.
     sys::poll("requests answered after the move", CONVERGE, Duration::from_millis(50), || {
         let after: Vec<LoopRecord> = records().into_iter().filter(|r| r.at_ms > t_lost).collect();
+        let last: Vec<String> = after
+            .iter()
+            .rev()
+            .take(5)
+            .map(|r| match &r.outcome {
+                Ok(rep) => format!("{}: {}", r.at_ms - t_lost, rep.pod),
+                Err(e) => format!("{}: {e}", r.at_ms - t_lost),
+            })
+            .collect();
         if after.iter().rev().take(5).filter(|r| r.outcome.is_ok()).count() == 5 {
             Ok(())
         } else {
-            Err(Error::check("the last 5 requests did not all succeed"))
+            Err(Error::check(format!("the last 5 requests did not all succeed (ms after the loss): {last:?}")))
         }
     })?;
     lp.kill();
