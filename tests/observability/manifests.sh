@@ -49,6 +49,37 @@ if kubectl kustomize manifests/ >"$WORK/all.yaml" 2>"$WORK/kustomize.err"; then
 else
     fail "kubectl kustomize manifests/: $(cat "$WORK/kustomize.err")"
 fi
+# The edge overlay (proxies on the hosts' network): renders, and changes exactly what it says.
+if kubectl kustomize overlays/edge-host-network/ >"$WORK/edge.yaml" 2>"$WORK/kustomize.err"; then
+    if "$PY" - "$WORK/edge.yaml" <<'PYEOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "causeway")
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+want = {
+    "hostNetwork": pod.get("hostNetwork") is True,
+    "dnsPolicy ClusterFirstWithHostNet": pod.get("dnsPolicy") == "ClusterFirstWithHostNet",
+    "edge nodeSelector": pod.get("nodeSelector") == {"causeway.dev/edge": "true"},
+    "one per node": "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"],
+    "no pod sysctls": "sysctls" not in pod.get("securityContext", {}),
+    "--node-name": "--node-name=$(NODE_NAME)" in c["args"],
+    "NODE_NAME from spec.nodeName": any(e["name"] == "NODE_NAME" and e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" for e in c["env"]),
+    "only NET_BIND_SERVICE": c["securityContext"]["capabilities"] == {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+    "no surge on host ports": dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0,
+}
+bad = [k for k, v in want.items() if not v]
+print(", ".join(bad))
+sys.exit(1 if bad else 0)
+PYEOF
+    then
+        ok "kubectl kustomize overlays/edge-host-network/ renders the host-network edge proxy"
+    else
+        fail "overlays/edge-host-network/ renders, but not as documented (see the line above)"
+    fi
+else
+    fail "kubectl kustomize overlays/edge-host-network/: $(cat "$WORK/kustomize.err")"
+fi
 set +e
 "$PY" "$HERE/check_manifests.py" "$WORK/all.yaml" | tee "$WORK/static.out"
 set -e
@@ -97,6 +128,11 @@ EOF
             ok "kubectl apply --dry-run=server -k manifests/ ($(wc -l <"$WORK/out") objects)"
         else
             fail "kubectl apply --dry-run=server -k manifests/: $(cat "$WORK/out")"
+        fi
+        if k apply --dry-run=server -k overlays/edge-host-network/ >"$WORK/out" 2>&1; then
+            ok "kubectl apply --dry-run=server -k overlays/edge-host-network/"
+        else
+            fail "kubectl apply --dry-run=server -k overlays/edge-host-network/: $(cat "$WORK/out")"
         fi
         if k apply -k manifests/ >"$WORK/out" 2>&1; then
             ok "kubectl apply -k manifests/"
