@@ -13,7 +13,7 @@ use std::time::Duration;
 use causeway_netns_cluster::Check;
 use causeway_netns_cluster::cluster::{CLIENT_IP, NODES, POD_PORT, PROXY_ADMIN, node_ip};
 use causeway_netns_cluster::objects::{self, IngressPath, LoadBalancer};
-use causeway_netns_cluster::probe::Reply;
+use causeway_netns_cluster::probe::{LoopRecord, Reply};
 use causeway_netns_cluster::{Cluster, Error, PodSpec, Result, Svc, SvcPort, ensure, sys, tls};
 
 const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -377,7 +377,50 @@ fn l4_tcp_and_udp_through_the_edge_proxy(c: &mut Cluster) -> Result<()> {
         c.probe.udp(&client, sa(node_ip(0), L4_UDP_PORT), Duration::from_millis(700))
     })?;
     ensure!(r.pod == "c1", "outside -> node1:{L4_UDP_PORT}/udp (proxy L4 listener): answered by {}", r.pod);
-    Ok(())
+
+    // A table swap does not cut an open connection: one kept-alive TCP connection through the listener keeps
+    // answering while a new Ingress makes the proxy compile and swap in a new table.
+    let swaps = || -> Result<u64> {
+        let ns = c.node_ns(0).to_string();
+        let text = c.probe.get_raw(&ns, SocketAddr::V4(PROXY_ADMIN), "/metrics", Duration::from_secs(1))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("causeway_route_table_swaps_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Error::check("no causeway_route_table_swaps_total in the proxy's metrics"))
+    };
+    let log = c.dir.join("l4-keepalive.log");
+    let mut held =
+        c.probe.spawn_keepalive(&client, sa(node_ip(0), L4_TCP_PORT), 60, Duration::from_millis(50), &log)?;
+    let records = || LoopRecord::parse(&std::fs::read_to_string(&log).unwrap_or_default());
+    sys::poll("the kept-alive L4 connection to answer", CONVERGE, Duration::from_millis(50), || {
+        if records().len() >= 4 { Ok(()) } else { Err(Error::check("fewer than 4 answers")) }
+    })?;
+    let before = swaps()?;
+    let path = IngressPath { host: "swap.example.test".into(), path: "/".into(), service: "ing-api".into(), port: 80 };
+    c.apply("ingress-swap", &[objects::ingress("swap", &[path], &[])])?;
+    sys::poll("the proxy to swap in a new table", CONVERGE, Duration::from_millis(50), || {
+        let now = swaps()?;
+        if now > before { Ok(()) } else { Err(Error::check(format!("{now} swaps"))) }
+    })?;
+    let at_swap = records().len();
+    sys::poll("answers on the kept-alive connection after the swap", CONVERGE, Duration::from_millis(50), || {
+        let recs = records();
+        if recs.iter().any(|r| r.outcome.is_err()) || recs.len() >= at_swap + 5 {
+            Ok(())
+        } else {
+            Err(Error::check(format!("{} answers, {at_swap} before the swap", recs.len())))
+        }
+    })?;
+    held.kill();
+    let recs = records();
+    let failed: Vec<&String> = recs.iter().filter_map(|r| r.outcome.as_ref().err()).collect();
+    ensure!(failed.is_empty(), "the kept-alive L4 connection broke across the table swap: {failed:?}");
+    let flows: BTreeSet<String> = recs
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok().map(|rep| format!("{} via {}", rep.pod, rep.peer)))
+        .collect();
+    ensure!(flows.len() == 1, "the kept-alive L4 connection was not one flow across the swap: {flows:?}");
+    c.store.remove("ingress-swap")
 }
 
 fn host_port(c: &mut Cluster) -> Result<()> {
