@@ -51,23 +51,23 @@ endpoints:
 
 #[test]
 fn service_created_through_the_api_gets_its_cluster_ip_chain() {
-    let _netns = TestNetns::enter();
+    let _netns = enter_netns();
     let plane = ControlPlane::start();
     plane.kubectl(&["apply", "-f", "-"], Some(RBAC));
 
-    let log = plane.dir.path().join("agent.log");
+    let log = plane.dir().join("agent.log");
     let log_file = std::fs::File::create(&log).expect("agent log");
     let child = Command::new(env!("CARGO_BIN_EXE_causeway-node"))
-        .args(["--node-name", "node-a", "--kubeconfig", &plane.env["LIMITED_KUBECONFIG"]])
+        .args(["--node-name", "node-a", "--kubeconfig", plane.limited_kubeconfig()])
         .args(["--cluster-cidr", "10.244.0.0/16", "--no-cni", "--no-routes"])
         // Sysctls are not this test's subject: an empty tree, so nothing real is written.
         .arg("--sysctl-root")
-        .arg(plane.dir.path().join("no-sysctls"))
+        .arg(plane.dir().join("no-sysctls"))
         .args(["--admin-addr", "127.0.0.1:0", "--min-sync-period", "100ms"])
         // This user may not touch Leases: heartbeats are `failover.rs`' subject, under the manifests' RBAC.
         .arg("--no-heartbeat")
         .arg("--xtables-lock")
-        .arg(plane.dir.path().join("xtables.lock"))
+        .arg(plane.dir().join("xtables.lock"))
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()

@@ -107,7 +107,7 @@ fn proxy_heartbeat(
 ) -> causeway_kube::heartbeat::HeartbeatHandle {
     use causeway_kube::heartbeat::{HeartbeatConfig, HeartbeatMetrics, PROXY_COMPONENT, spawn_heartbeat};
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&plane.env["KUBECONFIG"]).expect("kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::read_from(plane.kubeconfig()).expect("kubeconfig");
         let options = kube::config::KubeConfigOptions::default();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("kube config");
         let client = kube::Client::try_from(config).expect("kube client");
@@ -132,14 +132,14 @@ fn start_agent(plane: &ControlPlane, name: &'static str) -> Node {
     ip(&["link", "add", &dev, "type", "veth", "peer", "name", &peer]);
     ip(&["link", "set", &dev, "up"]);
     ip(&["link", "set", &peer, "up"]);
-    let log = plane.dir.path().join(format!("{name}.log"));
+    let log = plane.dir().join(format!("{name}.log"));
     let log_file = std::fs::File::create(&log).expect("agent log");
     let child = Command::new(env!("CARGO_BIN_EXE_causeway-node"))
-        .args(["--node-name", name, "--kubeconfig", &plane.env["LIMITED_KUBECONFIG"]])
+        .args(["--node-name", name, "--kubeconfig", plane.limited_kubeconfig()])
         .args(["--proxy-mode", "none", "--no-cni", "--no-routes", "--admin-addr", "127.0.0.1:0"])
         // Sysctls are not this test's subject: an empty tree, so nothing real is written.
         .arg("--sysctl-root")
-        .arg(plane.dir.path().join("no-sysctls"))
+        .arg(plane.dir().join("no-sysctls"))
         .args(["--lb-interface", &dev, "--heartbeat-namespace", NAMESPACE])
         .args(["--heartbeat-interval", &format!("{}ms", INTERVAL.as_millis())])
         .args(["--heartbeat-lease-duration", &format!("{}ms", LEASE.as_millis())])
@@ -181,7 +181,7 @@ fn metric(node: &Node, name: &str) -> Option<f64> {
 
 #[test]
 fn owner_killed_or_stopped_moves_the_address() {
-    let _netns = TestNetns::enter();
+    let _netns = enter_netns();
     let plane = ControlPlane::start();
     plane.kubectl(&["apply", "-f", "-"], Some(&rbac()));
     plane.kubectl(&["apply", "-f", "-"], Some(OBJECTS));

@@ -187,7 +187,7 @@ fn wait_for_table(what: &str, proc: &mut Agent, mut done: impl FnMut(&str) -> bo
 }
 
 fn spawn(plane: &ControlPlane, name: &str, program: &str, args: &[&str]) -> Agent {
-    let log = plane.dir.path().join(format!("{name}.log"));
+    let log = plane.dir().join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(program)
         .args(args)
@@ -204,7 +204,7 @@ fn kube_proxy_and_causeway_node_program_the_same_kube_chains() {
         std::path::Path::new(KUBE_PROXY).exists(),
         "{KUBE_PROXY} is missing: run tests/cluster/build.sh (it prints KUBE_PROXY=)"
     );
-    let _netns = TestNetns::enter();
+    let _netns = enter_netns();
     // The node's InternalIP lives on lo of the test namespace.
     let ip = Command::new("ip").args(["addr", "add", "192.168.77.2/32", "dev", "lo"]).output().expect("ip");
     assert!(ip.status.success(), "ip addr add: {}", String::from_utf8_lossy(&ip.stderr));
@@ -222,7 +222,7 @@ fn kube_proxy_and_causeway_node_program_the_same_kube_chains() {
         ],
         None,
     );
-    let kubeconfig = plane.env["KUBECONFIG"].clone();
+    let kubeconfig = plane.kubeconfig().to_owned();
     let sync_of_all = |nat: &str| {
         ["web:http", "web:dns", "sticky:http", "npl:http", "itp:http"]
             .iter()
@@ -262,8 +262,8 @@ fn kube_proxy_and_causeway_node_program_the_same_kube_chains() {
     assert!(cleanup.status.success(), "kube-proxy --cleanup: {}", String::from_utf8_lossy(&cleanup.stderr));
     assert!(kube_content(&nat_table()).is_empty(), "kube-proxy --cleanup left:\n{}", nat_table());
 
-    let sysctls = plane.dir.path().join("no-sysctls");
-    let lock = plane.dir.path().join("xtables.lock");
+    let sysctls = plane.dir().join("no-sysctls");
+    let lock = plane.dir().join("xtables.lock");
     let mut agent = spawn(
         &plane,
         "causeway-node",

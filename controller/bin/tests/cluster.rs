@@ -3,85 +3,19 @@
 
 mod common;
 
+use causeway_test_support::{ControlPlane, TestNetns};
 use common::*;
-use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// etcd + kube-apiserver started by `tests/cluster/start.sh` in a temporary directory; stopped on drop.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-fn cluster_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster").join(name)
-}
-
-impl ControlPlane {
-    fn script(&self, name: &str, only_apiserver: bool) -> std::process::Output {
-        let mut cmd = Command::new(cluster_script(name));
-        if only_apiserver {
-            cmd.args(["--only", "apiserver"]);
-        }
-        cmd.arg(self.dir.path())
-            .env("CAUSEWAY_CLUSTER_OWNER_PID", std::process::id().to_string())
-            .env("CAUSEWAY_CLUSTER_STOP_GRACE", "3")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tests/cluster/{name}: {e}"))
-    }
-
-    fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("causeway-bin-cluster-").tempdir().unwrap();
-        let mut plane = Self { dir, env: HashMap::new() };
-        let out = plane.script("start.sh", false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(3), "kube-apiserver/etcd not built; run tests/cluster/build.sh first.\n{stderr}");
-        assert!(out.status.success(), "tests/cluster/start.sh failed:\n{stderr}");
-        plane.env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        plane
-    }
-
-    /// `kubectl apply -f -` with `yaml`, as the admin user.
-    fn apply(&self, yaml: &str) {
-        let mut child = Command::new(&self.env["KUBECTL"])
-            .args(["--kubeconfig", &self.env["KUBECONFIG"], "apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new(&self.env["KUBECTL"])
-            .args(["--kubeconfig", &self.env["KUBECONFIG"]])
-            .args(args)
-            .output()
-            .expect("kubectl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let out = self.script("stop.sh", false);
-        if !out.status.success() {
-            eprintln!("stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
+/// kubectl as the admin user, for reads that are polled: its output, empty when it fails (the object may not
+/// exist yet).
+fn read(plane: &ControlPlane, args: &[&str]) -> String {
+    plane.try_kubectl(args, None).unwrap_or_default()
 }
 
 /// The objects of [`manifests`] plus the Namespace the API server requires.
@@ -89,49 +23,19 @@ fn cluster_objects(paths: &[(&str, &str)], backends: &[(&str, SocketAddr)]) -> S
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t\n---\n{}", manifests(paths, backends))
 }
 
-/// A network namespace of this test's own, with `lo` up holding [`POD_IP`] too. The API server
-/// refuses loopback endpoint addresses, so the backends need a real one; the whole test (control plane, proxy,
-/// backends, clients) runs inside this namespace, and the host's namespace is never touched.
-struct TestNetns(String);
-
+/// An endpoint address on `lo` of the test's own network namespace ([`TestNetns`]). The API server refuses
+/// loopback endpoint addresses, so the backends need a real one; the whole test (control plane, proxy, backends,
+/// clients) runs inside that namespace, and the host's namespace is never touched.
 const POD_IP: &str = "10.244.250.1";
-
-impl TestNetns {
-    /// Creates the namespace and moves the calling thread into it. Threads and processes started from this thread
-    /// afterwards inherit it.
-    fn enter() -> Self {
-        assert!(nix::unistd::geteuid().is_root(), "this test creates a network namespace: run it as root");
-        let name = format!("cw-bin-{}", std::process::id());
-        let ns = TestNetns(name.clone());
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip (iproute2)");
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let _ = Command::new("ip").args(["netns", "del", &name]).output(); // a leftover of a killed run
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        // On `lo` of the namespace: no dummy-link module needed, and the address exists only in here.
-        ip(&["-n", &name, "addr", "add", &format!("{POD_IP}/32"), "dev", "lo"]);
-        let file = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file");
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-        ns
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
 
 #[test]
 fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
-    let _netns = TestNetns::enter();
+    let _netns = TestNetns::enter("cw-bin-", &[POD_IP.parse().expect("POD_IP is an address")]);
     let plane = ControlPlane::start();
     let (a, b) = (backend_at(POD_IP, "a", Duration::ZERO, None), backend_at(POD_IP, "b", Duration::ZERO, None));
     plane.apply(&cluster_objects(&[("/", "a")], &[("a", a), ("b", b)]));
 
-    let kubeconfig = PathBuf::from(&plane.env["KUBECONFIG"]);
+    let kubeconfig = PathBuf::from(plane.kubeconfig());
     let proxy = start_with(&[
         "--kubeconfig".as_ref(),
         kubeconfig.as_os_str(),
@@ -149,7 +53,7 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
     // `--node-name`: the proxy's heartbeat Lease, which the node agents read to announce proxy-class addresses.
     let proxy_heartbeat = || {
         let jsonpath = "jsonpath={.metadata.labels.causeway\\.dev/heartbeat}/{.spec.holderIdentity}";
-        plane.kubectl(&["-n", "default", "get", "lease", "causeway-proxy-node-p", "-o", jsonpath])
+        read(&plane, &["-n", "default", "get", "lease", "causeway-proxy-node-p", "-o", jsonpath])
     };
     wait_for("the proxy's heartbeat Lease", Duration::from_secs(10), || proxy_heartbeat() == "proxy/node-p");
 
@@ -162,7 +66,7 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
 
     // The leader writes Ingress status.
     wait_for("Ingress status", Duration::from_secs(20), || {
-        plane.kubectl(&["-n", "t", "get", "ingress", "web", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
+        read(&plane, &["-n", "t", "get", "ingress", "web", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
             == "127.0.0.1"
     });
 
@@ -192,11 +96,9 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
         wait_for("requests to be served", Duration::from_secs(20), || ok.load(Ordering::Relaxed) >= target);
     };
     served_since(50);
-    let out = plane.script("stop.sh", true);
-    assert!(out.status.success(), "stop.sh --only apiserver: {}", String::from_utf8_lossy(&out.stderr));
+    plane.stop_apiserver();
     served_since(200); // the proxy keeps serving the last table while the API is down
-    let out = plane.script("start.sh", true);
-    assert!(out.status.success(), "start.sh --only apiserver: {}", String::from_utf8_lossy(&out.stderr));
+    plane.start_apiserver();
 
     // A change made after the outage takes effect once the watchers resync.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b"), ("/c", "b")], &[("a", a), ("b", b)]));
@@ -219,7 +121,7 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
 
 /// The Events of `namespace` as JSON objects (`events.k8s.io/v1`).
 fn events(plane: &ControlPlane, namespace: &str) -> Vec<serde_json::Value> {
-    let out = plane.kubectl(&["-n", namespace, "get", "events.v1.events.k8s.io", "-o", "json"]);
+    let out = read(plane, &["-n", namespace, "get", "events.v1.events.k8s.io", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     list["items"].as_array().cloned().unwrap_or_default()
 }
@@ -232,7 +134,7 @@ fn event_on(plane: &ControlPlane, namespace: &str, kind: &str, name: &str, reaso
 }
 
 fn lb_ips(plane: &ControlPlane, name: &str) -> String {
-    plane.kubectl(&["-n", "t", "get", "service", name, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
+    read(plane, &["-n", "t", "get", "service", name, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
 }
 
 /// The value of an unlabelled metric on the admin listener.
@@ -249,7 +151,7 @@ fn lb_service(name: &str, annotations: &str) -> String {
 }
 
 fn start_controller(plane: &ControlPlane) -> Running {
-    let kubeconfig = PathBuf::from(&plane.env["KUBECONFIG"]);
+    let kubeconfig = PathBuf::from(plane.kubeconfig());
     start_with(&["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--lease-namespace".as_ref(), "default".as_ref()])
 }
 
@@ -269,7 +171,7 @@ fn load_balancer_addresses_from_ip_pools_in_a_cluster() {
     let plane = ControlPlane::start();
     let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crd-ippool.yaml");
     plane.apply(&std::fs::read_to_string(crd).expect("manifests/crd-ippool.yaml"));
-    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"]);
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"], None);
     // Two addresses; lb-a and lb-b (same second, so by name) take them.
     plane.apply(
         "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: p1}\nspec:\n  blocks: [{cidr: 10.255.0.0/31}]\n\
@@ -316,9 +218,10 @@ fn load_balancer_addresses_from_ip_pools_in_a_cluster() {
 
     // Released: lb-a deleted, its address goes to lb-x (which asked for it); lb-b turns ClusterIP, its address
     // goes to lb-c.
-    plane.kubectl(&["-n", "t", "delete", "service", "lb-a"]);
+    plane.kubectl(&["-n", "t", "delete", "service", "lb-a"], None);
     wait_for("lb-x to get lb-a's address", Duration::from_secs(10), || lb_ips(&plane, "lb-x") == a);
-    plane.kubectl(&["-n", "t", "patch", "service", "lb-b", "--type=merge", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
+    let to_cluster_ip = r#"{"spec":{"type":"ClusterIP"}}"#;
+    plane.kubectl(&["-n", "t", "patch", "service", "lb-b", "--type=merge", "-p", to_cluster_ip], None);
     wait_for("lb-c to get lb-b's address", Duration::from_secs(10), || lb_ips(&plane, "lb-c") == b);
     wait_for("causeway_lb_services_pending 0", Duration::from_secs(10), || {
         metric(controller.admin, "causeway_lb_services_pending") == Some(0.0)
@@ -369,7 +272,7 @@ spec:
 fn malformed_pools_are_events_on_the_pool_and_the_others_still_serve() {
     let plane = ControlPlane::start();
     plane.apply(SCHEMALESS_CRD);
-    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"]);
+    plane.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ippools.causeway.dev"], None);
     plane.apply(
         "apiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: bad-cidr}\nspec:\n  blocks: [{cidr: 10.255.0.0/33}]\n\
          ---\napiVersion: causeway.dev/v1alpha1\nkind: IPPool\nmetadata: {name: typo}\nspec:\n  block: [{cidr: 10.255.1.0/30}]\n\

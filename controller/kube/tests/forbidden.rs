@@ -86,7 +86,7 @@ async fn missing_rbac_names_verb_and_resource() {
         .patch("causeway-partial", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
         .expect("patch ClusterRole");
-    let limited = client_from(&cluster.env["LIMITED_KUBECONFIG"]).await;
+    let limited = client_from(cluster.limited_kubeconfig()).await;
     support::eventually("the full role to take effect", support::DEADLINE, || async {
         check_access(&limited, &watch_required_access()).await.ok()
     })

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use causeway_kube::{LeaseConfig, Publish, check_access, event_required_access, watch_required_access};
 use kube::Config;
@@ -14,18 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use support::TestCluster;
 
 fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new(&cluster.env["KUBECTL"])
-        .args(["--kubeconfig", &cluster.env["KUBECONFIG"]])
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} (built by tests/cluster/build.sh): {e}", cluster.env["KUBECTL"]));
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write kubectl stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl output");
+    let out = cluster.kubectl_output(args, stdin);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -72,7 +59,7 @@ async fn manifests_rbac_grants_what_the_controller_checks() {
         assert!(ok, "applying manifests/{file} failed:\n{out}");
     }
 
-    let kubeconfig = Kubeconfig::read_from(&cluster.env["KUBECONFIG"]).expect("kubeconfig");
+    let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig()).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
     config.auth_info.impersonate = Some("system:serviceaccount:causeway-system:causeway".to_owned());
     let client = kube::Client::try_from(config).expect("client");

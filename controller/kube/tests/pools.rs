@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,12 +70,7 @@ async fn without_the_crd_pools_are_empty_and_are_watched_once_it_is_applied() {
     .await;
 
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crd-ippool.yaml");
-    let out = Command::new(&cluster.env["KUBECTL"])
-        .args(["--kubeconfig", &cluster.env["KUBECONFIG"], "apply", "-f"])
-        .arg(&manifest)
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    cluster.kubectl(&["apply", "-f", manifest.to_str().expect("UTF-8 path")], None);
     wait_established(&client).await;
     let pools: Api<DynamicObject> = Api::all_with(client.clone(), &ip_pool_resource());
     pools

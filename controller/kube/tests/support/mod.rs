@@ -1,111 +1,42 @@
-//! A real control plane for the integration tests: `tests/cluster/start.sh` starts etcd and kube-apiserver (built
-//! by `tests/cluster/build.sh`) on free loopback ports in a temporary directory; dropping the [`TestCluster`]
-//! stops both by PID. If the test process dies without dropping it, the watchdog start.sh leaves behind stops
-//! them when this process exits.
+//! The real control plane of `tests/cluster/` ([`causeway_test_support::ControlPlane`]) with kube clients for
+//! it, and the cluster source feeding an index as the controller binary wires it.
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
+use causeway_test_support::ControlPlane;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 /// How long any single wait in the tests may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub struct TestCluster {
-    dir: tempfile::TempDir,
-    pub env: HashMap<String, String>,
-}
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster")
-}
-
-fn run_script(args: &[&str]) -> std::process::Output {
-    let script = scripts().join(args[0]);
-    Command::new(&script)
-        .args(&args[1..])
-        .env("CAUSEWAY_CLUSTER_OWNER_PID", std::process::id().to_string())
-        // kube-apiserver keeps serving open watch streams after SIGTERM until they end; test data is disposable,
-        // so do not wait long before SIGKILL.
-        .env("CAUSEWAY_CLUSTER_STOP_GRACE", "3")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
-}
+/// etcd and kube-apiserver on free loopback ports ([`ControlPlane`]), with async clients.
+pub struct TestCluster(ControlPlane);
 
 impl TestCluster {
-    /// Starts etcd and kube-apiserver. Fails the test, naming `tests/cluster/build.sh`, when the binaries are
-    /// missing. A start that fails otherwise is tried once more in a fresh directory with fresh ports (another
-    /// process may take a free port between start.sh picking it and the server binding it).
     pub fn start() -> Self {
-        let mut failures = Vec::new();
-        for _ in 0..2 {
-            let dir = tempfile::Builder::new().prefix("causeway-cluster-").tempdir().expect("temporary directory");
-            let path = dir.path().to_str().expect("UTF-8 temporary path").to_owned();
-            let out = run_script(&["start.sh", &path]);
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            if out.status.code() == Some(3) {
-                panic!("kube-apiserver and etcd are not built; run tests/cluster/build.sh first (CI does).\n{stderr}");
-            }
-            if out.status.success() {
-                let env = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
-                return Self { dir, env };
-            }
-            eprintln!("tests/cluster/start.sh failed ({}), trying once more:\n{stderr}", out.status);
-            failures.push(stderr);
-        }
-        panic!("tests/cluster/start.sh failed twice:\n{}", failures.join("\n---\n"));
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn path_arg(&self) -> String {
-        self.dir.path().to_string_lossy().into_owned()
+        Self(ControlPlane::start())
     }
 
     /// A client authenticated as `causeway-admin` (system:masters).
     pub async fn client(&self) -> Client {
-        client_from(&self.env["KUBECONFIG"]).await
+        client_from(self.kubeconfig()).await
     }
 
     /// A client authenticated as `causeway-limited` (group `causeway:limited`), which has no RBAC bindings.
     pub async fn limited_client(&self) -> Client {
-        client_from(&self.env["LIMITED_KUBECONFIG"]).await
-    }
-
-    /// Stops only the API server (etcd keeps the data), as an outage would.
-    pub fn stop_apiserver(&self) {
-        let out = run_script(&["stop.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(out.status.success(), "stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Starts the API server again on the same port, and waits until it is ready.
-    pub fn start_apiserver(&self) {
-        let out = run_script(&["start.sh", "--only", "apiserver", &self.path_arg()]);
-        assert!(out.status.success(), "start.sh --only apiserver failed: {}", String::from_utf8_lossy(&out.stderr));
+        client_from(self.limited_kubeconfig()).await
     }
 }
 
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        let out = run_script(&["stop.sh", &self.path_arg()]);
-        if !out.status.success() {
-            eprintln!("stop.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        if std::env::var_os("CAUSEWAY_KEEP_CLUSTER_DIR").is_some() {
-            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
-            eprintln!("cluster directory kept: {}", kept.keep().display());
-        }
+impl Deref for TestCluster {
+    type Target = ControlPlane;
+
+    fn deref(&self) -> &ControlPlane {
+        &self.0
     }
 }
 
