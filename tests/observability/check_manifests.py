@@ -119,13 +119,14 @@ def main():
         for v in ("get", "list", "watch"):
             check(f"controller may {v} {res}", (g, res, v) in cr)
     # The status writers send merge patches only (controller/kube/src/status.rs, controller/lb/src/writer.rs).
-    for g, res in [("networking.k8s.io", "ingresses/status"), ("", "services/status")]:
+    for g, res in [("networking.k8s.io", "ingresses/status"), ("", "services/status"), ("causeway.dev", "ippools/status")]:
         check(f"controller may patch {res}", (g, res, "patch") in cr)
         check(f"controller may not update {res}", (g, res, "update") not in cr)
     check("controller may create events", ("events.k8s.io", "events", "create") in cr)
     write_verbs = {"create", "update", "patch", "delete", "deletecollection"}
     writes = {(g, res, v) for (g, res, v) in cr if v in write_verbs}
-    allowed_writes = {("networking.k8s.io", "ingresses/status"), ("", "services/status"), ("events.k8s.io", "events")}
+    allowed_writes = {("networking.k8s.io", "ingresses/status"), ("", "services/status"),
+                      ("causeway.dev", "ippools/status"), ("events.k8s.io", "events")}
     check("controller writes only status subresources and Events",
           all((g, res) in allowed_writes for (g, res, _) in writes), str(sorted(writes)))
     check("controller ClusterRole has no Lease access", not any(res == "leases" for (_, res, _) in cr))

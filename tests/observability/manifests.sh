@@ -162,6 +162,8 @@ EOF
         for verb in get list watch; do can_i yes causeway "$verb" ippools.causeway.dev; done
         can_i yes causeway patch ingresses.networking.k8s.io/status
         can_i yes causeway patch services/status
+        can_i yes causeway patch ippools.causeway.dev/status
+        can_i no causeway patch ippools.causeway.dev
         can_i no causeway update ingresses.networking.k8s.io/status
         can_i no causeway update services/status
         can_i yes causeway create events.events.k8s.io

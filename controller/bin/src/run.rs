@@ -6,7 +6,7 @@ use causeway_model::{Diagnostic, RouteTable, Severity};
 use causeway_proxy::{AdminServer, Limits, Proxy, ProxyConfig, Readiness, Timeouts};
 use causeway_source::{IndexFeed, SourceEvent};
 use causeway_translate::TranslateConfig;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -127,7 +127,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Translate each published index and swap the result in. One table per index version.
     let lb_metrics = LbMetrics::register(&registry).context("registering the LoadBalancer metrics")?;
     let handle = proxy.handle();
-    let writers = cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone()));
+    let writers = cluster
+        .as_ref()
+        .map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone(), c.pool_status.clone()));
     let manifests_mode = cluster.is_none();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let translator = tokio::spawn(async move {
@@ -139,12 +141,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let (table, lb) = translate_index(&index, &translate, manifests_mode);
                 lb_metrics.observe(&lb);
                 let mut diagnostics = table.diagnostics.clone();
-                if let Some((owned, _, lb_status)) = &writers {
+                if let Some((owned, _, lb_status, pool_status)) = &writers {
                     owned.send_replace(Some(Arc::new(causeway_translate::owned_ingresses(&index, &translate))));
                     lb_status.send_replace(Arc::new(causeway_lb::status_updates(&index, &lb.assignments)));
+                    pool_status.send_if_modified(|current| {
+                        let next = causeway_lb::pool_counts(&lb.usage);
+                        let changed = **current != next;
+                        if changed {
+                            *current = Arc::new(next);
+                        }
+                        changed
+                    });
                 }
                 diagnostics.extend(handle.store(table));
-                if let Some((_, events, _)) = &writers {
+                if let Some((_, events, _, _)) = &writers {
                     events.send_replace(Arc::new(notices(&diagnostics, &lb)));
                 }
                 log_new_diagnostics(&mut seen, diagnostics);
@@ -239,6 +249,8 @@ struct Cluster {
     diagnostics: tokio::sync::watch::Sender<Arc<Vec<causeway_kube::Notice>>>,
     /// LoadBalancer status writes the allocation needs, for the leader's Service status writer.
     lb_status: tokio::sync::watch::Sender<causeway_lb::writer::StatusUpdates>,
+    /// IPPool counts, for the leader's IPPool status writer.
+    pool_status: tokio::sync::watch::Sender<causeway_lb::writer::PoolStatuses>,
 }
 
 async fn start_cluster(
@@ -320,6 +332,13 @@ async fn start_cluster(
         lb_status_rx,
         std::time::Duration::from_secs(1),
     ));
+    let (pool_status, pool_status_rx) = tokio::sync::watch::channel(Arc::new(BTreeMap::new()));
+    tokio::spawn(causeway_lb::writer::run_pool_status_writer(
+        client.clone(),
+        leader.is_leader(),
+        pool_status_rx,
+        std::time::Duration::from_secs(1),
+    ));
     tokio::spawn(ck::run_event_writer(
         client,
         args.source.controller_name.clone(),
@@ -328,7 +347,7 @@ async fn start_cluster(
         diagnostics_rx,
         metrics,
     ));
-    Ok(Cluster { leader, heartbeat, owned, diagnostics, lb_status })
+    Ok(Cluster { leader, heartbeat, owned, diagnostics, lb_status, pool_status })
 }
 
 /// Translates one index snapshot into the route table, with the LoadBalancer plan folded in.

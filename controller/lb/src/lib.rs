@@ -22,7 +22,7 @@
 //! `causeway.dev/lb` ([`OUR_CLASSES`]); any other class belongs to someone else and is ignored.
 //!
 //! With feature `kube`, module `writer` holds the leader's `services/status` writer (merge patches of
-//! `status.loadBalancer`); Events for the diagnostics go through the controller's Event writer like every other
+//! `status.loadBalancer`) and its `ippools/status` writer (`total`, `used` from [`pool_counts`]); Events for the diagnostics go through the controller's Event writer like every other
 //! diagnostic, with [`LbPlan::notes`] giving each its precise reason (`AllocationFailed`, `IPPoolOverlap`, ...)
 //! and the other object involved.
 //!
@@ -222,6 +222,29 @@ fn eligible_for(
         out.retain(|n| proxies.contains(n));
     }
     out
+}
+
+/// What the leader writes into an IPPool's status (the CRD's `Total` and `Used` columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Addresses in the pool's usable ranges (saturating at `i64::MAX`: the field is an int64).
+    pub total: i64,
+    /// Distinct addresses of the pool held by Services.
+    pub used: i64,
+}
+
+/// Each pool's counts from an allocation's usage, by pool name.
+pub fn pool_counts(usage: &[PoolUsage]) -> BTreeMap<String, PoolCounts> {
+    usage
+        .iter()
+        .map(|u| {
+            let counts = PoolCounts {
+                total: i64::try_from(u.total).unwrap_or(i64::MAX),
+                used: i64::try_from(u.used).unwrap_or(i64::MAX),
+            };
+            (u.pool.clone(), counts)
+        })
+        .collect()
 }
 
 /// The `status.loadBalancer` that carries `addresses` (`ipMode: VIP`, in order); empty for no address.

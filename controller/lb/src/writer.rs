@@ -1,8 +1,10 @@
-//! The leader's `services/status` writer (feature `kube`): turns [`crate::status_updates`] into merge patches.
+//! The leader's status writers (feature `kube`): `services/status` from [`crate::status_updates`], and
+//! `ippools/status` (total and used addresses) from [`crate::pool_counts`], both as merge patches.
 
-use crate::ServiceKey;
+use crate::{PoolCounts, ServiceKey};
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Service};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +87,62 @@ pub async fn run_status_writer(
                 failed = !report.failed.is_empty();
             }
         }
+        tokio::select! {
+            r = is_leader.changed() => if r.is_err() { return },
+            r = updates.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(retry), if failed => {}
+        }
+    }
+}
+
+/// Each pool's counts, as [`crate::pool_counts`] returns them.
+pub type PoolStatuses = Arc<BTreeMap<String, PoolCounts>>;
+
+/// The merge patch of an IPPool's status counts (conditions, if any, are left alone).
+pub fn pool_status_patch(counts: PoolCounts) -> serde_json::Value {
+    serde_json::json!({ "status": { "total": counts.total, "used": counts.used } })
+}
+
+/// Keep each IPPool's `status.total` and `status.used` current while `is_leader` is true, until either channel
+/// closes. A pool's counts are written once per leadership term and then only when they change; a pool deleted
+/// meanwhile (404) is skipped; failed writes are retried every `retry`.
+pub async fn run_pool_status_writer(
+    client: kube::Client,
+    mut is_leader: watch::Receiver<bool>,
+    mut updates: watch::Receiver<PoolStatuses>,
+    retry: Duration,
+) {
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("causeway.dev", "v1alpha1", "IPPool"), "ippools");
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let mut written: BTreeMap<String, PoolCounts> = BTreeMap::new();
+    loop {
+        let leading = *is_leader.borrow_and_update();
+        let current = updates.borrow_and_update().clone();
+        let mut failed = false;
+        if leading {
+            let todo: Vec<(String, PoolCounts)> =
+                current.iter().filter(|(n, c)| written.get(*n) != Some(*c)).map(|(n, c)| (n.clone(), *c)).collect();
+            for (name, counts) in todo {
+                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&pool_status_patch(counts))).await
+                {
+                    Ok(_) => {
+                        written.insert(name, counts);
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        written.insert(name, counts);
+                    }
+                    Err(error) => {
+                        failed = true;
+                        tracing::warn!(message = "Failed to write an IPPool's status.", %error, pool = %name);
+                    }
+                }
+            }
+        } else {
+            // The next term starts from what the cluster holds, which another leader may have changed.
+            written.clear();
+        }
+        written.retain(|name, _| current.contains_key(name));
         tokio::select! {
             r = is_leader.changed() => if r.is_err() { return },
             r = updates.changed() => if r.is_err() { return },

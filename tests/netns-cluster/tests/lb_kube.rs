@@ -34,8 +34,9 @@ fn status_ip(c: &Cluster, name: &str) -> Result<String> {
     Ok(kubectl(c, &["get", "service", name, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])?.trim().into())
 }
 
-/// Two Services want the one address of pool `tiny`: the older gets it (written to its status by the leader),
-/// the other stays pending with an `AllocationFailed` Event naming the pool; when the first is deleted, the
+/// Two Services want the one address of pool `tiny`: the older gets it (written to its status by the leader,
+/// which also counts the pool's used addresses in the pool's status), the other stays pending with an
+/// `AllocationFailed` Event naming the pool; when the first is deleted, the
 /// address goes to the second and an outside client reaches it there.
 fn pool_exhaustion_leaves_the_service_pending_with_an_event(c: &mut Cluster) -> Result<()> {
     let pool = json!({
@@ -72,6 +73,11 @@ fn pool_exhaustion_leaves_the_service_pending_with_an_event(c: &mut Cluster) -> 
     ensure!(event.contains("tiny"), "the exhaustion Event does not name the pool: {event}");
     ensure!(status_ip(c, "ex2")?.is_empty(), "ex2 got an address from an exhausted pool");
     ensure!(status_ip(c, "ex1")? == TINY.to_string(), "ex1 lost its address when ex2 asked");
+    // The leader keeps the pool's counts in its status (`kubectl get ippools`: Total 1, Used 1).
+    sys::poll("the tiny pool's status to count 1 of 1 used", CONVERGE, Duration::from_millis(100), || {
+        let counts = kubectl(c, &["get", "ippool", "tiny", "-o", "jsonpath={.status.total}/{.status.used}"])?;
+        if counts.trim() == "1/1" { Ok(()) } else { Err(Error::check(format!("status {counts:?}"))) }
+    })?;
 
     // Deleting ex1 releases the address to ex2, announced and reachable from outside.
     c.store.remove("svc-ex1")?;

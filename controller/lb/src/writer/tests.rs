@@ -121,3 +121,47 @@ async fn only_the_leader_writes_and_pending_writes_are_not_repeated() {
     drop(updates_tx);
     tokio::time::timeout(Duration::from_secs(2), task).await.expect("writer ends").expect("no panic");
 }
+
+fn counts(total: i64, used: i64) -> PoolCounts {
+    PoolCounts { total, used }
+}
+
+#[test]
+fn pool_counts_saturate_and_patch_only_the_counts() {
+    let usage = [
+        crate::PoolUsage { pool: "small".into(), total: 8, used: 2 },
+        crate::PoolUsage { pool: "huge".into(), total: u128::MAX, used: 0 },
+    ];
+    let got = crate::pool_counts(&usage);
+    assert_eq!(got["small"], counts(8, 2));
+    assert_eq!(got["huge"], counts(i64::MAX, 0), "an int64 field saturates");
+    assert_eq!(pool_status_patch(counts(8, 2)), serde_json::json!({"status": {"total": 8, "used": 2}}));
+}
+
+#[tokio::test]
+async fn pool_counts_are_written_by_the_leader_once_per_change_and_again_after_a_new_term() {
+    let (client, mut seen) = mock_client();
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let pools = |used: i64| Arc::new(BTreeMap::from([("outside".to_owned(), counts(8, used))]));
+    let (updates_tx, updates_rx) = watch::channel(pools(1));
+    let task = tokio::spawn(run_pool_status_writer(client, leader_rx, updates_rx, Duration::from_millis(50)));
+    assert!(nothing_more(&mut seen).await, "a follower writes nothing");
+    leader_tx.send_replace(true);
+    let (method, path, ctype, body) =
+        tokio::time::timeout(Duration::from_secs(2), seen.recv()).await.expect("a write").expect("a request");
+    assert_eq!((method.as_str(), path.as_str()), ("PATCH", "/apis/causeway.dev/v1alpha1/ippools/outside/status"));
+    assert_eq!(ctype, "application/merge-patch+json");
+    assert_eq!(body, serde_json::json!({"status": {"total": 8, "used": 1}}));
+    updates_tx.send_replace(pools(1));
+    assert!(nothing_more(&mut seen).await, "unchanged counts are not written again");
+    updates_tx.send_replace(pools(2));
+    assert_eq!(next_path(&mut seen).await.as_deref(), Some("/apis/causeway.dev/v1alpha1/ippools/outside/status"));
+    // A new term writes the counts again: another leader may have written something else meanwhile.
+    leader_tx.send_replace(false);
+    assert!(nothing_more(&mut seen).await);
+    leader_tx.send_replace(true);
+    assert_eq!(next_path(&mut seen).await.as_deref(), Some("/apis/causeway.dev/v1alpha1/ippools/outside/status"));
+    drop(leader_tx);
+    drop(updates_tx);
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("writer ends").expect("no panic");
+}
