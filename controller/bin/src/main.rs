@@ -17,7 +17,7 @@ use cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| Command::Run(cli.run));
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
     let log_format = match &command {
         Command::Run(args) | Command::Demo(cli::DemoArgs { run: args, .. }) => args.log_format,
         _ => LogFormat::Text,

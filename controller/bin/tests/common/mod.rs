@@ -52,8 +52,7 @@ pub fn backend_at(ip: &str, name: &'static str, delay: Duration, arrived: Option
                     }
                     std::thread::sleep(delay);
                     let body = format!("{name} {path}");
-                    let response =
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
                     if stream.write_all(response.as_bytes()).is_err() || close {
                         return;
                     }
@@ -129,7 +128,12 @@ pub fn start_with(source: &[&std::ffi::OsStr]) -> Running {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no Listening line");
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            // Never leave the process behind, even when the test fails here.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("causeway never logged its Listening line");
+        };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
         if v["fields"]["message"] == "Listening." {
             let http = v["fields"]["http"].as_str().unwrap().parse().unwrap();
@@ -163,4 +167,3 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
-
