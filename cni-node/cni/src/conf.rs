@@ -17,7 +17,19 @@ use crate::version::{CniVersion, SUPPORTED};
 pub const DEFAULT_BRIDGE: &str = "cni0";
 
 /// Keys defined by the spec or injected by runtimes.
-const SPEC_KEYS: &[&str] = &["cniVersion", "cniVersions", "name", "type", "capabilities", "runtimeConfig", "args", "prevResult", "dns", "ipMasq", "ipam"];
+const SPEC_KEYS: &[&str] = &[
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "capabilities",
+    "runtimeConfig",
+    "args",
+    "prevResult",
+    "dns",
+    "ipMasq",
+    "ipam",
+];
 /// Our own keys.
 const OWN_KEYS: &[&str] = &["bridge", "isGateway", "isDefaultGateway", "hairpinMode", "mtu"];
 
@@ -80,11 +92,12 @@ pub fn parse_version(v: &Value) -> Result<CniVersion, CniError> {
 /// Parse and validate the whole configuration.
 pub fn load_net_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
     let v = parse_json(stdin)?;
-    let obj = v.as_object().ok_or_else(|| CniError::new(code::DECODE, "stdin: the configuration is not a JSON object"))?;
+    let obj =
+        v.as_object().ok_or_else(|| CniError::new(code::DECODE, "stdin: the configuration is not a JSON object"))?;
     let version = parse_version(&v)?;
-    if let Some((k, val)) =
-        obj.iter().find(|(k, _)| !SPEC_KEYS.contains(&k.as_str()) && !OWN_KEYS.contains(&k.as_str()) && !k.starts_with("cni.dev/"))
-    {
+    if let Some((k, val)) = obj.iter().find(|(k, _)| {
+        !SPEC_KEYS.contains(&k.as_str()) && !OWN_KEYS.contains(&k.as_str()) && !k.starts_with("cni.dev/")
+    }) {
         return Err(ConfigError::Unsupported { field: k.clone(), value: val.to_string() }.into());
     }
     let name = obj.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -103,9 +116,10 @@ pub fn load_net_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
     }
     let mtu = opt_u32(obj, "", "mtu")?;
     if let Some(m) = mtu
-        && !(68..=65535).contains(&m) {
-            return Err(ConfigError::invalid("mtu", format!("{m} is outside 68..65535")).into());
-        }
+        && !(68..=65535).contains(&m)
+    {
+        return Err(ConfigError::invalid("mtu", format!("{m} is outside 68..65535")).into());
+    }
     if opt_bool(obj, "", "ipMasq")? == Some(true) {
         return Err(ConfigError::Unsupported {
             field: "ipMasq".into(),
@@ -134,7 +148,19 @@ pub fn load_net_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
         None | Some(Value::Null) => None,
         Some(a) => Some(parse_attachments(a)?),
     };
-    Ok(NetConf { version, name, bridge, is_gateway, is_default_gateway, hairpin, mtu, ipam, dns, prev_result, valid_attachments })
+    Ok(NetConf {
+        version,
+        name,
+        bridge,
+        is_gateway,
+        is_default_gateway,
+        hairpin,
+        mtu,
+        ipam,
+        dns,
+        prev_result,
+        valid_attachments,
+    })
 }
 
 fn parse_attachments(v: &Value) -> Result<Vec<(String, String)>, CniError> {
@@ -144,8 +170,12 @@ fn parse_attachments(v: &Value) -> Result<Vec<(String, String)>, CniError> {
     for (i, a) in arr.iter().enumerate() {
         let f = format!("{field}[{i}]");
         let o = as_object(a, &f)?;
-        let id = o.get("containerID").and_then(Value::as_str).ok_or_else(|| ConfigError::missing(format!("{f}.containerID")))?;
-        let ifname = o.get("ifname").and_then(Value::as_str).ok_or_else(|| ConfigError::missing(format!("{f}.ifname")))?;
+        let id = o
+            .get("containerID")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigError::missing(format!("{f}.containerID")))?;
+        let ifname =
+            o.get("ifname").and_then(Value::as_str).ok_or_else(|| ConfigError::missing(format!("{f}.ifname")))?;
         out.push((id.to_string(), ifname.to_string()));
     }
     Ok(out)

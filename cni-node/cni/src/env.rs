@@ -97,7 +97,10 @@ pub fn read_env(command: Command, env: &dyn Strings) -> Result<CniEnv, CniError>
         missing.push("CNI_IFNAME");
     }
     if !missing.is_empty() {
-        return Err(CniError::new(code::INVALID_ENV, format!("required environment variables missing: {}", missing.join(", "))));
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("required environment variables missing: {}", missing.join(", ")),
+        ));
     }
     if per_attachment {
         if !valid_name(&out.container_id) {
@@ -155,10 +158,26 @@ mod tests {
             (Command::Del, vec![("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")], None),
             (Command::Del, vec![("CNI_IFNAME", "eth0")], Some("CNI_CONTAINERID")),
             (Command::Check, vec![], Some("CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME")),
-            (Command::Add, vec![("CNI_CONTAINERID", "-bad"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth0")], Some("CNI_CONTAINERID")),
-            (Command::Add, vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth/0")], Some("CNI_IFNAME")),
-            (Command::Add, vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "a-very-long-ifname")], Some("CNI_IFNAME")),
-            (Command::Add, vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "..")], Some("CNI_IFNAME")),
+            (
+                Command::Add,
+                vec![("CNI_CONTAINERID", "-bad"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth0")],
+                Some("CNI_CONTAINERID"),
+            ),
+            (
+                Command::Add,
+                vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth/0")],
+                Some("CNI_IFNAME"),
+            ),
+            (
+                Command::Add,
+                vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "a-very-long-ifname")],
+                Some("CNI_IFNAME"),
+            ),
+            (
+                Command::Add,
+                vec![("CNI_CONTAINERID", "a"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "..")],
+                Some("CNI_IFNAME"),
+            ),
             (Command::Status, vec![], None),
             (Command::Gc, vec![], None),
         ];

@@ -10,15 +10,17 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -139,7 +141,8 @@ impl Netlink {
             let mut offset = 0;
             while offset < n {
                 let chunk = &self.buf[offset..n];
-                let len = NetlinkBuffer::new_checked(chunk).map_err(|e| NlError::Decode(e.to_string()))?.length() as usize;
+                let len =
+                    NetlinkBuffer::new_checked(chunk).map_err(|e| NlError::Decode(e.to_string()))?.length() as usize;
                 if len == 0 || len > chunk.len() {
                     return Err(NlError::Decode(format!("bad message length {len}")));
                 }
@@ -320,14 +323,22 @@ impl Netlink {
                 msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
         }
-        self.ack(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL, &format!("add address {addr} to link #{index}"))
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &format!("add address {addr} to link #{index}"),
+        )
     }
 
     /// Addresses (global scope, both families) of a link.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NlError> {
         let mut msg = AddressMessage::default();
         msg.header.index = index;
-        let msgs = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP, &format!("list addresses of link #{index}"))?;
+        let msgs = self.request(
+            RouteNetlinkMessage::GetAddress(msg),
+            NLM_F_DUMP,
+            &format!("list addresses of link #{index}"),
+        )?;
         let mut out = Vec::new();
         for m in msgs {
             let RouteNetlinkMessage::NewAddress(a) = m else { continue };
@@ -345,9 +356,10 @@ impl Netlink {
                 })
             });
             if let Some(ip) = ip
-                && let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                    out.push(net);
-                }
+                && let Ok(net) = IpNet::new(ip, a.header.prefix_len)
+            {
+                out.push(net);
+            }
         }
         Ok(out)
     }

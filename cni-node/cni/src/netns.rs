@@ -61,7 +61,10 @@ impl NetNs {
         };
         let fs = fstatfs(file.as_fd()).map_err(|e| NetnsError::Io { path: path.into(), source: e.into() })?;
         if fs.filesystem_type() != NSFS_MAGIC {
-            return Err(NetnsError::Invalid { path: path.into(), reason: "not a network namespace (not on nsfs)".into() });
+            return Err(NetnsError::Invalid {
+                path: path.into(),
+                reason: "not a network namespace (not on nsfs)".into(),
+            });
         }
         if !allow_own {
             let own = std::fs::metadata("/proc/thread-self/ns/net")

@@ -97,9 +97,9 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         host.set_hairpin(host_link.index, true)?;
     }
 
-    let cont = pod
-        .link_by_name(&env.ifname)?
-        .ok_or_else(|| CniError::new(code::INTERNAL, format!("{} vanished from {} after creation", env.ifname, env.netns)))?;
+    let cont = pod.link_by_name(&env.ifname)?.ok_or_else(|| {
+        CniError::new(code::INTERNAL, format!("{} vanished from {} after creation", env.ifname, env.netns))
+    })?;
     for ipc in &ips {
         pod.add_address(cont.index, ipc.address)?;
     }
@@ -107,9 +107,10 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         pod.set_up(cont.index)?;
     }
     if let Some(lo) = pod.link_by_name("lo")?
-        && !lo.up {
-            pod.set_up(lo.index)?;
-        }
+        && !lo.up
+    {
+        pod.set_up(lo.index)?;
+    }
     let routes = container_routes(conf, &ips);
     for r in &routes {
         let gw = r.gw.or_else(|| gateway_for(&ips, r.dst));
@@ -123,7 +124,12 @@ pub fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         interfaces: vec![
             Interface { name: bridge.name.clone(), mac: bridge.mac.clone(), mtu: bridge.mtu, sandbox: None },
             Interface { name: veth, mac: host_link.mac.clone(), mtu: host_link.mtu, sandbox: None },
-            Interface { name: env.ifname.clone(), mac: cont.mac.clone(), mtu: cont.mtu, sandbox: Some(env.netns.clone()) },
+            Interface {
+                name: env.ifname.clone(),
+                mac: cont.mac.clone(),
+                mtu: cont.mtu,
+                sandbox: Some(env.netns.clone()),
+            },
         ],
         ips: ips.iter().map(|c| IpEntry { address: c.address, gateway: Some(c.gateway), interface: Some(2) }).collect(),
         routes,
@@ -157,7 +163,11 @@ fn check_is_bridge(link: Link, conf: &NetConf) -> Result<Link, CniError> {
     if link.kind.as_deref() != Some("bridge") {
         return Err(CniError::new(
             code::INVALID_CONFIG,
-            format!("bridge: link {} exists and is not a bridge (kind {:?})", conf.bridge, link.kind.unwrap_or_default()),
+            format!(
+                "bridge: link {} exists and is not a bridge (kind {:?})",
+                conf.bridge,
+                link.kind.unwrap_or_default()
+            ),
         ));
     }
     Ok(link)
@@ -281,10 +291,11 @@ pub fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let mut deleted = false;
     for name in &names {
         if let Some(l) = host.link_by_name(name)?
-            && l.kind.as_deref() == Some("veth") {
-                host.delete_link(l.index)?;
-                deleted = true;
-            }
+            && l.kind.as_deref() == Some("veth")
+        {
+            host.delete_link(l.index)?;
+            deleted = true;
+        }
     }
     if !deleted && !env.netns.is_empty() {
         match NetNs::open(&env.netns, true) {
@@ -310,7 +321,10 @@ pub fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// CHECK: verify that what ADD reported (`prevResult`) still exists.
 pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     if conf.version < CniVersion::V0_4_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("cniVersion {}: CHECK needs 0.4.0 or later", conf.version.as_str())));
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {}: CHECK needs 0.4.0 or later", conf.version.as_str()),
+        ));
     }
     let prev = conf
         .prev_result
@@ -334,9 +348,14 @@ pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let bridge = host.link_by_name(&conf.bridge)?.ok_or_else(|| fail(format!("bridge {} is missing", conf.bridge)))?;
     let bridge = check_is_bridge(bridge, conf)?;
     if let Some(bi) = prev.interfaces.iter().find(|i| i.name == conf.bridge && i.sandbox.is_none())
-        && bi.mac.is_some() && bi.mac != bridge.mac {
-            return Err(fail(format!("bridge {}: MAC {:?} differs from the result's {:?}", conf.bridge, bridge.mac, bi.mac)));
-        }
+        && bi.mac.is_some()
+        && bi.mac != bridge.mac
+    {
+        return Err(fail(format!(
+            "bridge {}: MAC {:?} differs from the result's {:?}",
+            conf.bridge, bridge.mac, bi.mac
+        )));
+    }
 
     let ns = NetNs::open(&env.netns, env.netns_override)?;
     let mut pod = ns.netlink()?;
@@ -350,9 +369,14 @@ pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         return Err(fail(format!("interface {} is not a veth", env.ifname)));
     }
     if ci.mac.is_some() && ci.mac != cont.mac {
-        return Err(fail(format!("interface {}: MAC {:?} differs from the result's {:?}", env.ifname, cont.mac, ci.mac)));
+        return Err(fail(format!(
+            "interface {}: MAC {:?} differs from the result's {:?}",
+            env.ifname, cont.mac, ci.mac
+        )));
     }
-    for hi in prev.interfaces.iter().filter(|i| i.sandbox.is_none() && i.name != conf.bridge && i.name.starts_with("veth")) {
+    for hi in
+        prev.interfaces.iter().filter(|i| i.sandbox.is_none() && i.name != conf.bridge && i.name.starts_with("veth"))
+    {
         let l = host.link_by_name(&hi.name)?.ok_or_else(|| fail(format!("host interface {} is missing", hi.name)))?;
         if l.master != Some(bridge.index) {
             return Err(fail(format!("host interface {} is not a port of bridge {}", hi.name, conf.bridge)));
@@ -382,7 +406,10 @@ pub fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 fn require_v110(conf: &NetConf, op: &str) -> Result<(), CniError> {
     if conf.version < CniVersion::V1_1_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("cniVersion {}: {op} needs 1.1.0", conf.version.as_str())));
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {}: {op} needs 1.1.0", conf.version.as_str()),
+        ));
     }
     Ok(())
 }
@@ -392,7 +419,8 @@ fn require_v110(conf: &NetConf, op: &str) -> Result<(), CniError> {
 pub fn cmd_status(conf: &NetConf) -> Result<(), CniError> {
     require_v110(conf, "STATUS")?;
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
-    let store = DiskStore::lock(&conf.ipam.data_dir, &conf.name).map_err(|e| unavailable(format!("ipam store: {e}")))?;
+    let store =
+        DiskStore::lock(&conf.ipam.data_dir, &conf.name).map_err(|e| unavailable(format!("ipam store: {e}")))?;
     let free = causeway_ipam::free_counts(&store, &conf.ipam).map_err(|e| unavailable(format!("ipam store: {e}")))?;
     if let Some(i) = free.iter().position(|n| *n == 0) {
         return Err(unavailable(format!("ipam.ranges[{i}]: no free address in {}", conf.ipam.sets[i])));

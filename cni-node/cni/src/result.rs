@@ -206,11 +206,30 @@ mod tests {
     fn sample() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "cni0".into(), mac: Some("02:00:00:00:00:01".into()), mtu: Some(1500), sandbox: None },
-                Interface { name: "veth01234567".into(), mac: Some("02:00:00:00:00:02".into()), mtu: Some(1500), sandbox: None },
-                Interface { name: "eth0".into(), mac: Some("02:00:00:00:00:03".into()), mtu: Some(1500), sandbox: Some("/run/netns/p".into()) },
+                Interface {
+                    name: "cni0".into(),
+                    mac: Some("02:00:00:00:00:01".into()),
+                    mtu: Some(1500),
+                    sandbox: None,
+                },
+                Interface {
+                    name: "veth01234567".into(),
+                    mac: Some("02:00:00:00:00:02".into()),
+                    mtu: Some(1500),
+                    sandbox: None,
+                },
+                Interface {
+                    name: "eth0".into(),
+                    mac: Some("02:00:00:00:00:03".into()),
+                    mtu: Some(1500),
+                    sandbox: Some("/run/netns/p".into()),
+                },
             ],
-            ips: vec![IpEntry { address: "10.244.1.2/24".parse().unwrap(), gateway: Some("10.244.1.1".parse().unwrap()), interface: Some(2) }],
+            ips: vec![IpEntry {
+                address: "10.244.1.2/24".parse().unwrap(),
+                gateway: Some("10.244.1.1".parse().unwrap()),
+                interface: Some(2),
+            }],
             routes: vec![Route { dst: "0.0.0.0/0".parse().unwrap(), gw: Some("10.244.1.1".parse().unwrap()) }],
             dns: Map::new(),
         }
@@ -240,7 +259,11 @@ mod tests {
     #[test]
     fn chained_add_appends_to_prev_result() {
         let prev = CniResult {
-            interfaces: vec![Interface { name: "lo".into(), sandbox: Some("/run/netns/p".into()), ..Default::default() }],
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                sandbox: Some("/run/netns/p".into()),
+                ..Default::default()
+            }],
             ips: vec![IpEntry { address: "127.0.0.1/8".parse().unwrap(), gateway: None, interface: Some(0) }],
             routes: vec![],
             dns: serde_json::from_value(json!({"nameservers": ["10.96.0.10"]})).unwrap(),

@@ -208,7 +208,13 @@ fn bad_input_leaves_nothing_behind() {
     let conf = node.conf("1.0.0", "10.81.0.0/24");
     let pod = Netns::new("p");
     let env_ok = |cmd: &'static str| -> Vec<(&'static str, String)> {
-        vec![("CNI_COMMAND", cmd.to_string()), ("CNI_CONTAINERID", "bad".into()), ("CNI_NETNS", pod.path()), ("CNI_IFNAME", "eth0".into()), ("CNI_PATH", REF_DIR.into())]
+        vec![
+            ("CNI_COMMAND", cmd.to_string()),
+            ("CNI_CONTAINERID", "bad".into()),
+            ("CNI_NETNS", pod.path()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", REF_DIR.into()),
+        ]
     };
     let call = |env: Vec<(&'static str, String)>, stdin: &[u8]| {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -241,7 +247,13 @@ fn bad_input_leaves_nothing_behind() {
         ("missing CNI_IFNAME", unset(env_ok("ADD"), "CNI_IFNAME"), good.clone(), 4, "CNI_IFNAME"),
         ("invalid CNI_IFNAME", set(env_ok("ADD"), "CNI_IFNAME", "eth0:1"), good.clone(), 4, "CNI_IFNAME"),
         ("too long CNI_IFNAME", set(env_ok("ADD"), "CNI_IFNAME", "abcdefghijklmnop"), good.clone(), 4, "CNI_IFNAME"),
-        ("netns does not exist", set(env_ok("ADD"), "CNI_NETNS", "/run/netns/cwt-does-not-exist"), good.clone(), 3, "CNI_NETNS"),
+        (
+            "netns does not exist",
+            set(env_ok("ADD"), "CNI_NETNS", "/run/netns/cwt-does-not-exist"),
+            good.clone(),
+            3,
+            "CNI_NETNS",
+        ),
         ("netns is not a netns", set(env_ok("ADD"), "CNI_NETNS", "/etc/hostname"), good.clone(), 4, "CNI_NETNS"),
         ("netns is our own", set(env_ok("ADD"), "CNI_NETNS", &node.ns.path()), good.clone(), 4, "CNI_NETNS"),
     ];
@@ -255,8 +267,11 @@ fn bad_input_leaves_nothing_behind() {
     }
 
     // Range with no free address: one candidate, taken by the first ADD.
-    let tiny = node.conf_with("1.0.0", json!({"type": "host-local", "dataDir": node.data_dir.path(),
-        "ranges": [[{"subnet": "10.81.1.0/24", "rangeStart": "10.81.1.9", "rangeEnd": "10.81.1.9"}]]}));
+    let tiny = node.conf_with(
+        "1.0.0",
+        json!({"type": "host-local", "dataDir": node.data_dir.path(),
+        "ranges": [[{"subnet": "10.81.1.0/24", "rangeStart": "10.81.1.9", "rangeEnd": "10.81.1.9"}]]}),
+    );
     let other = Netns::new("q");
     node.cni("ADD", "first", &other.path(), &tiny).expect_ok("ADD into the tiny range");
     node.cni("ADD", "second", &pod.path(), &tiny).expect_err("exhausted range", 11, "ipam.ranges[0]");
@@ -271,13 +286,20 @@ fn bad_input_leaves_nothing_behind() {
     pod.ip(&["link", "del", "eth0"]);
 
     // The bridge already carries a different gateway address (as in the reference plugin: an error).
-    node.cni("ADD", "other-subnet", &pod.path(), &node.conf("1.0.0", "10.81.2.0/24")).expect_err("bridge address", 7, "bridge");
+    node.cni("ADD", "other-subnet", &pod.path(), &node.conf("1.0.0", "10.81.2.0/24")).expect_err(
+        "bridge address",
+        7,
+        "bridge",
+    );
     assert_eq!(node.reserved(), BTreeSet::from(["10.81.1.9".to_string()]), "address of the failed ADD leaked");
 
     // A failure after the veth exists (unreachable route gateway) removes the veth and the address.
-    let bad_route = node.conf_with("1.0.0", json!({"type": "host-local", "dataDir": node.data_dir.path(),
+    let bad_route = node.conf_with(
+        "1.0.0",
+        json!({"type": "host-local", "dataDir": node.data_dir.path(),
         "ranges": [[{"subnet": "10.81.1.0/24", "rangeStart": "10.81.1.20", "rangeEnd": "10.81.1.30"}]],
-        "routes": [{"dst": "192.0.2.0/24", "gw": "198.51.100.1"}]}));
+        "routes": [{"dst": "192.0.2.0/24", "gw": "198.51.100.1"}]}),
+    );
     node.cni("ADD", "late", &pod.path(), &bad_route).expect_err("late failure", 999, "192.0.2.0/24");
     assert_eq!(node.ns.veths().len(), 1, "veth of the failed ADD left behind");
     assert_eq!(pod.links(), BTreeSet::from(["lo".to_string()]));
@@ -288,7 +310,11 @@ fn bad_input_leaves_nothing_behind() {
     // A non-bridge link with the bridge's name.
     let squatted = Node::new();
     squatted.ns.ip(&["link", "add", &squatted.bridge, "type", "veth", "peer", "name", "squat0"]);
-    squatted.cni("ADD", "sq", &pod.path(), &squatted.conf("1.0.0", "10.81.3.0/24")).expect_err("bridge name taken by a veth", 7, "bridge");
+    squatted.cni("ADD", "sq", &pod.path(), &squatted.conf("1.0.0", "10.81.3.0/24")).expect_err(
+        "bridge name taken by a veth",
+        7,
+        "bridge",
+    );
     assert!(squatted.reserved().is_empty());
     assert!(squatted.ns.veths().is_empty());
 }
@@ -312,7 +338,8 @@ fn gc_and_status() {
     for (k, pod) in pods.iter().enumerate() {
         node.cni("ADD", &format!("g{k}"), &pod.path(), &conf).expect_ok("ADD");
     }
-    node.call(BIN, &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", REF_DIR)], conf.to_string().as_bytes()).expect_ok("STATUS");
+    node.call(BIN, &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", REF_DIR)], conf.to_string().as_bytes())
+        .expect_ok("STATUS");
 
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "g1", "ifname": "eth0"}]);
@@ -323,9 +350,16 @@ fn gc_and_status() {
     node.call(BIN, &[("CNI_COMMAND", "STATUS")], old.to_string().as_bytes()).expect_err("STATUS on 1.0.0", 1, "1.1.0");
     node.call(BIN, &[("CNI_COMMAND", "GC")], old.to_string().as_bytes()).expect_err("GC on 1.0.0", 1, "1.1.0");
 
-    let full = node.conf_with("1.1.0", json!({"type": "host-local", "dataDir": node.data_dir.path(),
-        "ranges": [[{"subnet": "10.82.0.0/24", "rangeStart": "10.82.0.3", "rangeEnd": "10.82.0.3"}]]}));
-    node.call(BIN, &[("CNI_COMMAND", "STATUS")], full.to_string().as_bytes()).expect_err("STATUS exhausted", 50, "ipam.ranges[0]");
+    let full = node.conf_with(
+        "1.1.0",
+        json!({"type": "host-local", "dataDir": node.data_dir.path(),
+        "ranges": [[{"subnet": "10.82.0.0/24", "rangeStart": "10.82.0.3", "rangeEnd": "10.82.0.3"}]]}),
+    );
+    node.call(BIN, &[("CNI_COMMAND", "STATUS")], full.to_string().as_bytes()).expect_err(
+        "STATUS exhausted",
+        50,
+        "ipam.ranges[0]",
+    );
 
     // Without a list (libcni omits it when its caller passes none) no attachment is valid.
     node.call(BIN, &[("CNI_COMMAND", "GC")], conf.to_string().as_bytes()).expect_ok("GC without list");
@@ -370,8 +404,11 @@ fn fifty_parallel_adds_and_dels() {
 #[test]
 fn dual_stack() {
     let node = Node::new();
-    let conf = node.conf_with("1.1.0", json!({"type": "host-local", "dataDir": node.data_dir.path(),
-        "ranges": [[{"subnet": "10.84.0.0/24"}], [{"subnet": "fd00:84::/64"}]]}));
+    let conf = node.conf_with(
+        "1.1.0",
+        json!({"type": "host-local", "dataDir": node.data_dir.path(),
+        "ranges": [[{"subnet": "10.84.0.0/24"}], [{"subnet": "fd00:84::/64"}]]}),
+    );
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let ra = node.cni("ADD", "d1", &a.path(), &conf).expect_ok("ADD");
     let rb = node.cni("ADD", "d2", &b.path(), &conf).expect_ok("ADD");

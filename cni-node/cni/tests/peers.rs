@@ -17,7 +17,13 @@ const REF_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 fn reference(node: &Node, cmd: &str, id: &str, netns: &str, conf: &Value) -> Reply {
     node.call(
         &format!("{REF_DIR}/bridge"),
-        &[("CNI_COMMAND", cmd), ("CNI_CONTAINERID", id), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", REF_DIR)],
+        &[
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", REF_DIR),
+        ],
         conf.to_string().as_bytes(),
     )
 }
@@ -25,7 +31,13 @@ fn reference(node: &Node, cmd: &str, id: &str, netns: &str, conf: &Value) -> Rep
 fn host_local(node: &Node, cmd: &str, id: &str, conf: &Value) -> Reply {
     node.call(
         &format!("{REF_DIR}/host-local"),
-        &[("CNI_COMMAND", cmd), ("CNI_CONTAINERID", id), ("CNI_NETNS", "/run/netns/unused"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", REF_DIR)],
+        &[
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", "/run/netns/unused"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", REF_DIR),
+        ],
         conf.to_string().as_bytes(),
     )
 }
@@ -67,7 +79,9 @@ fn host_layout(node: &Netns, bridge: &str) -> Value {
     let mut ports = Vec::new();
     for v in node.veths() {
         let l = node.link(&v).unwrap_or_default();
-        ports.push(json!({"master": l["master"], "mtu": l["mtu"], "hairpin": l["linkinfo"]["info_slave_data"]["hairpin"]}));
+        ports.push(
+            json!({"master": l["master"], "mtu": l["mtu"], "hairpin": l["linkinfo"]["info_slave_data"]["hairpin"]}),
+        );
     }
     json!({"bridge_kind": br["linkinfo"]["info_kind"], "bridge_mtu": br["mtu"], "bridge_addrs": node.addrs(bridge), "ports": ports})
 }
@@ -82,9 +96,12 @@ fn normalise(mut r: Value) -> Value {
                     o.insert("mac".into(), json!("<mac>"));
                 }
                 if let Some(n) = o.get("name").and_then(Value::as_str)
-                    && n.starts_with("veth") && n.len() == 12 && n[4..].chars().all(|c| c.is_ascii_hexdigit()) {
-                        o.insert("name".into(), json!("veth<8 hex>"));
-                    }
+                    && n.starts_with("veth")
+                    && n.len() == 12
+                    && n[4..].chars().all(|c| c.is_ascii_hexdigit())
+                {
+                    o.insert("name".into(), json!("veth<8 hex>"));
+                }
             }
         }
     }
@@ -132,7 +149,11 @@ fn same_layout_and_result_as_reference_bridge() {
             ref_results.push(rr);
             pods.push((po, pr));
         }
-        assert_eq!(host_layout(&ours.ns, &ours.bridge), host_layout(&theirs.ns, &ours.bridge), "{version}: host layout differs");
+        assert_eq!(
+            host_layout(&ours.ns, &ours.bridge),
+            host_layout(&theirs.ns, &ours.bridge),
+            "{version}: host layout differs"
+        );
         let ref_files: BTreeSet<String> = std::fs::read_dir(&ref_store)
             .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
             .unwrap_or_default();
@@ -179,8 +200,12 @@ fn shares_store_with_reference_host_local() {
         let mut hs = Vec::new();
         for (k, p) in pods.iter().enumerate() {
             let (node, conf) = (&node, &conf);
-            hs.push(s.spawn(move || first_ip(&node.cni("ADD", &format!("o{k}"), &p.path(), conf).expect_ok("our ADD"))));
-            hs.push(s.spawn(move || first_ip(&host_local(node, "ADD", &format!("h{k}"), conf).expect_ok("host-local ADD"))));
+            hs.push(
+                s.spawn(move || first_ip(&node.cni("ADD", &format!("o{k}"), &p.path(), conf).expect_ok("our ADD"))),
+            );
+            hs.push(
+                s.spawn(move || first_ip(&host_local(node, "ADD", &format!("h{k}"), conf).expect_ok("host-local ADD"))),
+            );
         }
         hs.into_iter().map(|h| h.join().expect("thread")).collect()
     });
@@ -210,9 +235,9 @@ impl Drop for ResultCache {
 }
 
 fn cnitool() -> PathBuf {
-    let p = std::env::var_os("CNITOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("CNITOOL_DIR").unwrap_or_else(|_| "/var/cache/causeway/bin".into())).join("cnitool"));
+    let p = std::env::var_os("CNITOOL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("CNITOOL_DIR").unwrap_or_else(|_| "/var/cache/causeway/bin".into())).join("cnitool")
+    });
     assert!(p.exists(), "cnitool not found at {} (set CNITOOL): run tests/cni/setup.sh", p.display());
     p
 }
@@ -232,7 +257,11 @@ fn run_cnitool(node: &Node, confdir: &std::path::Path, args: &[&str], cap_args: 
         .env("CAP_ARGS", cap_args)
         .output()
         .expect("spawn cnitool");
-    Reply { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    Reply {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
 }
 
 /// cnitool (libcni) drives ours: ADD and DEL chained with the reference portmap plugin (so a real chained
@@ -279,7 +308,11 @@ fn cnitool_drives_add_check_del_status_gc() {
     std::fs::write(confdir.path().join("20-causeway.conflist"), list2.to_string()).unwrap();
     let store2 = node.data_dir.path().join(&net2);
     let reserved2 = || -> usize {
-        std::fs::read_dir(&store2).map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().parse::<std::net::IpAddr>().is_ok()).count()).unwrap_or(0)
+        std::fs::read_dir(&store2)
+            .map(|rd| {
+                rd.flatten().filter(|e| e.file_name().to_string_lossy().parse::<std::net::IpAddr>().is_ok()).count()
+            })
+            .unwrap_or(0)
     };
     let pod2 = Netns::new("q");
     let r2 = run_cnitool(&node, confdir.path(), &["add", &net2, &pod2.path()], "").expect_ok("cnitool add 1.1.0");

@@ -62,10 +62,8 @@ fn allocate_in_set(
     for (ridx, ip) in set.iter_from(last) {
         if store.reserve(id, ifname, ip, &range_id)? {
             let r = &set.0[ridx];
-            let address = IpNet::new(ip, r.subnet.prefix_len()).map_err(|_| AllocError::Exhausted {
-                field: format!("ipam.ranges[{idx}]"),
-                set: set.to_string(),
-            })?;
+            let address = IpNet::new(ip, r.subnet.prefix_len())
+                .map_err(|_| AllocError::Exhausted { field: format!("ipam.ranges[{idx}]"), set: set.to_string() })?;
             return Ok(IpConfig { address, gateway: r.gateway });
         }
     }
@@ -136,7 +134,10 @@ pub fn free_counts(store: &dyn Store, ipam: &Ipam) -> Result<Vec<u128>, StoreErr
         .sets
         .iter()
         .map(|set| {
-            let used = taken.iter().filter(|r| set.contains(r.ip) && set.range_for(r.ip).is_some_and(|(_, rg)| rg.gateway != r.ip)).count();
+            let used = taken
+                .iter()
+                .filter(|r| set.contains(r.ip) && set.range_for(r.ip).is_some_and(|(_, rg)| rg.gateway != r.ip))
+                .count();
             set.size().saturating_sub(used as u128)
         })
         .collect())

@@ -132,9 +132,10 @@ impl IpamConf {
                 let rf = format!("{set_field}[{j}]");
                 let r = Range::try_new(rc, &rf)?;
                 if let Some(first) = ranges.first()
-                    && first.subnet.addr().is_ipv4() != r.subnet.addr().is_ipv4() {
-                        return Err(ConfigError::invalid(&rf, "mixes address families within one range set"));
-                    }
+                    && first.subnet.addr().is_ipv4() != r.subnet.addr().is_ipv4()
+                {
+                    return Err(ConfigError::invalid(&rf, "mixes address families within one range set"));
+                }
                 if let Some(other) = ranges.iter().find(|o| o.overlaps(&r)) {
                     return Err(ConfigError::invalid(&rf, format!("range {r} overlaps {other}")));
                 }
@@ -148,7 +149,10 @@ impl IpamConf {
         }
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         if !data_dir.is_absolute() {
-            return Err(ConfigError::invalid(format!("{field}.dataDir"), format!("{} is not absolute", data_dir.display())));
+            return Err(ConfigError::invalid(
+                format!("{field}.dataDir"),
+                format!("{} is not absolute", data_dir.display()),
+            ));
         }
         Ok(Ipam { sets, routes: self.routes.clone(), data_dir })
     }
@@ -176,14 +180,14 @@ pub fn parse_routes(value: &Value, field: &str) -> Result<Vec<RouteConf>, Config
         let obj = as_object(r, &rf)?;
         check_keys(obj, &rf, &["dst", "gw"])?;
         let dst_s = req_str(obj, &rf, "dst")?;
-        let dst: IpNet = dst_s
-            .parse()
-            .map_err(|_| ConfigError::invalid(format!("{rf}.dst"), format!("{dst_s:?} is not a CIDR")))?;
+        let dst: IpNet =
+            dst_s.parse().map_err(|_| ConfigError::invalid(format!("{rf}.dst"), format!("{dst_s:?} is not a CIDR")))?;
         let gw = opt_ip(obj, &rf, "gw")?;
         if let Some(gw) = gw
-            && gw.is_ipv4() != dst.addr().is_ipv4() {
-                return Err(ConfigError::invalid(format!("{rf}.gw"), format!("{gw} is not of the family of {dst}")));
-            }
+            && gw.is_ipv4() != dst.addr().is_ipv4()
+        {
+            return Err(ConfigError::invalid(format!("{rf}.gw"), format!("{gw} is not of the family of {dst}")));
+        }
         out.push(RouteConf { dst: dst.trunc(), gw });
     }
     Ok(out)
@@ -224,7 +228,10 @@ pub fn req_str<'a>(obj: &'a Map<String, Value>, field: &str, key: &str) -> Resul
 /// An optional IP address key.
 pub fn opt_ip(obj: &Map<String, Value>, field: &str, key: &str) -> Result<Option<IpAddr>, ConfigError> {
     opt_str(obj, field, key)?
-        .map(|s| s.parse::<IpAddr>().map_err(|_| ConfigError::invalid(join(field, key), format!("{s:?} is not an IP address"))))
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| ConfigError::invalid(join(field, key), format!("{s:?} is not an IP address")))
+        })
         .transpose()
 }
 
@@ -290,24 +297,50 @@ mod tests {
             (json!({"type": "host-local"}), "ipam.ranges"),
             (json!({"ranges": [[{"subnet": "10.0.0.0/24"}]]}), "ipam.type"),
             (json!({"type": "dhcp", "ranges": [[{"subnet": "10.0.0.0/24"}]]}), "ipam.type"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangestart": "10.0.0.5"}]]}), "ipam.ranges[0][0].rangestart"),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangestart": "10.0.0.5"}]]}),
+                "ipam.ranges[0][0].rangestart",
+            ),
             (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.1/24"}]]}), "ipam.ranges[0][0].subnet"),
             (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/31"}]]}), "ipam.ranges[0][0].subnet"),
             (json!({"type": "host-local", "ranges": [[{"subnet": "banana"}]]}), "ipam.ranges[0][0].subnet"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeEnd": "10.0.1.5"}]]}), "ipam.ranges[0][0].rangeEnd"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.5"}]]}), "ipam.ranges[0][0].rangeStart"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.0/25"}]]}), "ipam.ranges[0][1]"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/24"}]]}), "ipam.ranges[1]"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}), "ipam.ranges[0][1]"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}), "ipam.routes[0].gw"),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeEnd": "10.0.1.5"}]]}),
+                "ipam.ranges[0][0].rangeEnd",
+            ),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.5"}]]}),
+                "ipam.ranges[0][0].rangeStart",
+            ),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.0/25"}]]}),
+                "ipam.ranges[0][1]",
+            ),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/24"}]]}),
+                "ipam.ranges[1]",
+            ),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}),
+                "ipam.ranges[0][1]",
+            ),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}),
+                "ipam.routes[0].gw",
+            ),
             (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "dataDir": "rel"}), "ipam.dataDir"),
-            (json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "resolvConf": "/etc/resolv.conf"}), "ipam.resolvConf"),
+            (
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "resolvConf": "/etc/resolv.conf"}),
+                "ipam.resolvConf",
+            ),
             (json!("x"), "ipam"),
         ];
         for (input, field) in cases {
             let err = check(input.clone()).expect_err(&input.to_string());
             let named = match &err {
-                ConfigError::Unsupported { field, .. } | ConfigError::Missing { field } | ConfigError::Invalid { field, .. } => field.clone(),
+                ConfigError::Unsupported { field, .. }
+                | ConfigError::Missing { field }
+                | ConfigError::Invalid { field, .. } => field.clone(),
             };
             assert_eq!(named, field, "{input} -> {err}");
         }

@@ -82,7 +82,9 @@ impl Range {
 
     /// Whether `ip` is a candidate of this range (between start and end, same family).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        same_family(ip, self.start) && ip_to_u128(ip) >= ip_to_u128(self.start) && ip_to_u128(ip) <= ip_to_u128(self.end)
+        same_family(ip, self.start)
+            && ip_to_u128(ip) >= ip_to_u128(self.start)
+            && ip_to_u128(ip) <= ip_to_u128(self.end)
     }
 
     /// Whether two ranges share any candidate address.

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "causeway", version, about = "Kubernetes edge controller and proxy: Ingress, TLS/SNI, L4, never reloads.")]
+#[command(
+    name = "causeway",
+    version,
+    about = "Kubernetes edge controller and proxy: Ingress, TLS/SNI, L4, never reloads."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]

@@ -25,8 +25,8 @@ pub const DEMO_BACKENDS: &[(&str, &str)] =
 /// Writes the demo manifests and a freshly generated TLS Secret for `demo.local` into `dir`.
 pub fn write_demo_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("demo.yaml"), DEMO_MANIFESTS).context("writing demo.yaml")?;
-    let cert = rcgen::generate_simple_self_signed(vec!["demo.local".to_owned()])
-        .context("generating the demo certificate")?;
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["demo.local".to_owned()]).context("generating the demo certificate")?;
     // Written with `data` (base64), the form the API server stores, so the demo does not depend on `stringData`.
     let mut data = std::collections::BTreeMap::new();
     data.insert("tls.crt".to_owned(), ByteString(cert.cert.pem().into_bytes()));

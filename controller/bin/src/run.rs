@@ -127,9 +127,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Translate each published index and swap the result in. One table per index version.
     let lb_metrics = LbMetrics::register(&registry).context("registering the LoadBalancer metrics")?;
     let handle = proxy.handle();
-    let writers = cluster
-        .as_ref()
-        .map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone(), c.pool_status.clone()));
+    let writers =
+        cluster.as_ref().map(|c| (c.owned.clone(), c.diagnostics.clone(), c.lb_status.clone(), c.pool_status.clone()));
     let manifests_mode = cluster.is_none();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let translator = tokio::spawn(async move {
@@ -444,8 +443,8 @@ fn translate_config(args: &SourceArgs) -> anyhow::Result<TranslateConfig> {
 fn load_table(args: &SourceArgs) -> anyhow::Result<RouteTable> {
     let Some(dir) = &args.manifests else { bail!("--manifests DIR is required") };
     let translate = translate_config(args)?;
-    let (index, mut file_diagnostics) = causeway_source::load_dir(Path::new(dir))
-        .with_context(|| format!("reading {}", dir.display()))?;
+    let (index, mut file_diagnostics) =
+        causeway_source::load_dir(Path::new(dir)).with_context(|| format!("reading {}", dir.display()))?;
     let (mut table, _) = translate_index(&index, &translate, true);
     // The proxy's compiler also checks certificates and keys; report those as it would at run time.
     let compile = causeway_proxy::check(&table).context("compiling the table")?;

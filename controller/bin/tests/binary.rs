@@ -15,22 +15,28 @@ fn serves_the_directory_and_applies_each_change_within_a_second() {
     let (a, b) = (backend("a", Duration::ZERO), backend("b", Duration::ZERO));
     write_atomic(dir.path(), "app.yaml", &manifests(&[("/", "a")], &[("a", a), ("b", b)]));
     let proxy = start(dir.path());
-    wait_for("the first table", Duration::from_secs(10), || {
-        matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x")
-    });
+    wait_for(
+        "the first table",
+        Duration::from_secs(10),
+        || matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x"),
+    );
 
     // Add a path: served within 1 s of the write.
     write_atomic(dir.path(), "app.yaml", &manifests(&[("/", "a"), ("/b", "b")], &[("a", a), ("b", b)]));
-    let took = wait_for("the new /b route", Duration::from_secs(5), || {
-        matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1")
-    });
+    let took = wait_for(
+        "the new /b route",
+        Duration::from_secs(5),
+        || matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1"),
+    );
     assert!(took < Duration::from_secs(1), "route added after {took:?}");
 
     // Remove it again.
     write_atomic(dir.path(), "app.yaml", &manifests(&[("/", "a")], &[("a", a), ("b", b)]));
-    let took = wait_for("the /b route to go", Duration::from_secs(5), || {
-        matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "a /b/1")
-    });
+    let took = wait_for(
+        "the /b route to go",
+        Duration::from_secs(5),
+        || matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "a /b/1"),
+    );
     assert!(took < Duration::from_secs(1), "route removed after {took:?}");
 
     // Unknown host: 404 from the proxy itself.
@@ -66,7 +72,8 @@ fn sigterm_drains_in_flight_requests() {
     let slow = backend_notifying("slow", Duration::from_millis(800), Some(arrived_tx));
     write_atomic(dir.path(), "app.yaml", &manifests(&[("/", "slow")], &[("slow", slow)]));
     // With dedicated worker threads (the nginx worker model), which must drain the same way.
-    let mut proxy = start_with(&["--manifests".as_ref(), dir.path().as_os_str(), "--worker-threads".as_ref(), "2".as_ref()]);
+    let mut proxy =
+        start_with(&["--manifests".as_ref(), dir.path().as_os_str(), "--worker-threads".as_ref(), "2".as_ref()]);
     wait_for("the first table", Duration::from_secs(10), || matches!(get(proxy.http, "app.test", "/"), Ok((200, _))));
 
     let http = proxy.http;
@@ -127,9 +134,11 @@ fn load_balancer_services_get_pool_addresses_and_l4_listeners() {
     write_atomic(dir.path(), "lb.yaml", &yaml);
     let proxy = start(dir.path());
     let lb: SocketAddr = format!("127.0.99.1:{port}").parse().unwrap();
-    wait_for("the L4 listener on the allocated address", Duration::from_secs(10), || {
-        matches!(get(lb, "anything", "/via-l4"), Ok((200, ref body)) if body == "l4 /via-l4")
-    });
+    wait_for(
+        "the L4 listener on the allocated address",
+        Duration::from_secs(10),
+        || matches!(get(lb, "anything", "/via-l4"), Ok((200, ref body)) if body == "l4 /via-l4"),
+    );
     let (_, metrics) = get(proxy.admin, "localhost", "/metrics").unwrap();
     for line in [
         r#"causeway_lb_pool_addresses{pool="loop",state="total"} 1"#,
@@ -139,5 +148,8 @@ fn load_balancer_services_get_pool_addresses_and_l4_listeners() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
     let (_, routes) = get(proxy.admin, "localhost", "/debug/routes").unwrap();
-    assert!(routes.contains("Service t/second") || routes.contains("\"second\""), "no diagnostic for the pending Service: {routes}");
+    assert!(
+        routes.contains("Service t/second") || routes.contains("\"second\""),
+        "no diagnostic for the pending Service: {routes}"
+    );
 }

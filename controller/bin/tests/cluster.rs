@@ -46,9 +46,11 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
         "--node-name".as_ref(),
         "node-p".as_ref(),
     ]);
-    wait_for("the first table from the API", Duration::from_secs(20), || {
-        matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x")
-    });
+    wait_for(
+        "the first table from the API",
+        Duration::from_secs(20),
+        || matches!(get(proxy.http, "app.test", "/x"), Ok((200, ref body)) if body == "a /x"),
+    );
 
     // `--node-name`: the proxy's heartbeat Lease, which the node agents read to announce proxy-class addresses.
     let proxy_heartbeat = || {
@@ -59,9 +61,11 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
 
     // A change through the API is served within a second.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b")], &[("a", a), ("b", b)]));
-    let took = wait_for("the /b route", Duration::from_secs(10), || {
-        matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1")
-    });
+    let took = wait_for(
+        "the /b route",
+        Duration::from_secs(10),
+        || matches!(get(proxy.http, "app.test", "/b/1"), Ok((200, ref body)) if body == "b /b/1"),
+    );
     assert!(took < Duration::from_secs(1), "the API change was served after {took:?}");
 
     // The leader writes Ingress status.
@@ -102,9 +106,11 @@ fn serves_the_cluster_writes_status_and_survives_an_api_outage_under_load() {
 
     // A change made after the outage takes effect once the watchers resync.
     plane.apply(&cluster_objects(&[("/", "a"), ("/b", "b"), ("/c", "b")], &[("a", a), ("b", b)]));
-    wait_for("the /c route after the outage", Duration::from_secs(30), || {
-        matches!(get(proxy.http, "app.test", "/c"), Ok((200, ref body)) if body == "b /c")
-    });
+    wait_for(
+        "the /c route after the outage",
+        Duration::from_secs(30),
+        || matches!(get(proxy.http, "app.test", "/c"), Ok((200, ref body)) if body == "b /c"),
+    );
     served_since(50);
     stop.store(true, Ordering::Relaxed);
     let failures = load.join().unwrap();

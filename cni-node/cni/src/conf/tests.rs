@@ -33,9 +33,16 @@ fn parses_our_keys_and_defaults() {
 
 #[test]
 fn runtime_keys_are_tolerated() {
-    let v = with(with(with(base(), "capabilities", json!({"portMappings": true})), "runtimeConfig", json!({"portMappings": []})),
-        "cni.dev/valid-attachments", json!([{"containerID": "a", "ifname": "eth0"}]));
-    let v = with(with(v, "args", json!({"cni": {}})), "prevResult", json!({"cniVersion": "1.1.0", "ips": [{"address": "10.244.1.2/24"}]}));
+    let v = with(
+        with(with(base(), "capabilities", json!({"portMappings": true})), "runtimeConfig", json!({"portMappings": []})),
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "a", "ifname": "eth0"}]),
+    );
+    let v = with(
+        with(v, "args", json!({"cni": {}})),
+        "prevResult",
+        json!({"cniVersion": "1.1.0", "ips": [{"address": "10.244.1.2/24"}]}),
+    );
     let c = load_net_conf(v.to_string().as_bytes()).unwrap();
     assert_eq!(c.valid_attachments, Some(vec![("a".into(), "eth0".into())]));
     assert_eq!(c.prev_result.unwrap().ips.len(), 1);
@@ -59,23 +66,58 @@ fn bad_input_table() {
         (without(base(), "name").to_string().into_bytes(), code::INVALID_CONFIG, "name"),
         (with(base(), "name", json!("../etc")).to_string().into_bytes(), code::INVALID_CONFIG, "name"),
         (without(base(), "type").to_string().into_bytes(), code::INVALID_CONFIG, "type"),
-        (with(base(), "bridge", json!("a-name-that-is-too-long")).to_string().into_bytes(), code::INVALID_CONFIG, "bridge"),
+        (
+            with(base(), "bridge", json!("a-name-that-is-too-long")).to_string().into_bytes(),
+            code::INVALID_CONFIG,
+            "bridge",
+        ),
         (with(base(), "mtu", json!(10)).to_string().into_bytes(), code::INVALID_CONFIG, "mtu"),
         (with(base(), "mtu", json!("1500")).to_string().into_bytes(), code::INVALID_CONFIG, "mtu"),
         (with(base(), "isGateway", json!("yes")).to_string().into_bytes(), code::INVALID_CONFIG, "isGateway"),
         (without(base(), "ipam").to_string().into_bytes(), code::INVALID_CONFIG, "ipam"),
-        (with(base(), "ipam", json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeStrat": "10.0.0.9"}]]})).to_string().into_bytes(),
-            code::UNSUPPORTED_FIELD, "ipam.ranges[0][0].rangeStrat"),
-        (with(base(), "ipam", json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/33"}]]})).to_string().into_bytes(),
-            code::INVALID_CONFIG, "ipam.ranges[0][0].subnet"),
-        (with(base(), "prevResult", json!({"ips": [{"address": "x"}]})).to_string().into_bytes(), code::DECODE, "prevResult.ips[0].address"),
-        (with(base(), "dns", json!({"nameserver": ["1.1.1.1"]})).to_string().into_bytes(), code::UNSUPPORTED_FIELD, "dns.nameserver"),
-        (with(base(), "cni.dev/valid-attachments", json!([{"ifname": "eth0"}])).to_string().into_bytes(), code::INVALID_CONFIG, "containerID"),
+        (
+            with(
+                base(),
+                "ipam",
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24", "rangeStrat": "10.0.0.9"}]]}),
+            )
+            .to_string()
+            .into_bytes(),
+            code::UNSUPPORTED_FIELD,
+            "ipam.ranges[0][0].rangeStrat",
+        ),
+        (
+            with(base(), "ipam", json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/33"}]]}))
+                .to_string()
+                .into_bytes(),
+            code::INVALID_CONFIG,
+            "ipam.ranges[0][0].subnet",
+        ),
+        (
+            with(base(), "prevResult", json!({"ips": [{"address": "x"}]})).to_string().into_bytes(),
+            code::DECODE,
+            "prevResult.ips[0].address",
+        ),
+        (
+            with(base(), "dns", json!({"nameserver": ["1.1.1.1"]})).to_string().into_bytes(),
+            code::UNSUPPORTED_FIELD,
+            "dns.nameserver",
+        ),
+        (
+            with(base(), "cni.dev/valid-attachments", json!([{"ifname": "eth0"}])).to_string().into_bytes(),
+            code::INVALID_CONFIG,
+            "containerID",
+        ),
     ];
     for (input, want_code, field) in cases {
         let err = load_net_conf(&input).expect_err(&String::from_utf8_lossy(&input));
         assert_eq!(err.code, want_code, "{}: {}", String::from_utf8_lossy(&input), err.msg);
-        assert!(err.msg.contains(field), "{}: message {:?} does not name {field}", String::from_utf8_lossy(&input), err.msg);
+        assert!(
+            err.msg.contains(field),
+            "{}: message {:?} does not name {field}",
+            String::from_utf8_lossy(&input),
+            err.msg
+        );
     }
 }
 

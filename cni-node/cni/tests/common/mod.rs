@@ -43,9 +43,10 @@ pub fn require_root() {
             let Some(rest) = name.strip_prefix(PREFIX) else { continue };
             let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid
-                && !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-                }
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
         }
     });
 }
@@ -84,7 +85,11 @@ impl Netns {
         let mut full = vec!["-j"];
         full.extend_from_slice(args);
         let out = self.ip(&full);
-        if out.trim().is_empty() { json!([]) } else { serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}")) }
+        if out.trim().is_empty() {
+            json!([])
+        } else {
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
+        }
     }
 
     /// Run a command inside the namespace.
@@ -121,8 +126,10 @@ impl Netns {
 
     /// Global addresses of a link, as `a.b.c.d/len`.
     pub fn addrs(&self, dev: &str) -> Vec<String> {
-        let out = Command::new("ip").args(["-n", &self.name, "-j", "addr", "show", "dev", dev]).output().expect("spawn ip");
-        let v: Value = if out.status.success() { serde_json::from_slice(&out.stdout).unwrap_or(json!([])) } else { json!([]) };
+        let out =
+            Command::new("ip").args(["-n", &self.name, "-j", "addr", "show", "dev", dev]).output().expect("spawn ip");
+        let v: Value =
+            if out.status.success() { serde_json::from_slice(&out.stdout).unwrap_or(json!([])) } else { json!([]) };
         let mut out = Vec::new();
         for l in v.as_array().into_iter().flatten() {
             for a in l["addr_info"].as_array().into_iter().flatten() {
@@ -169,7 +176,12 @@ impl Drop for Netns {
 /// Run a command, panic with its output on failure.
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -188,7 +200,12 @@ impl Node {
         let t = tag();
         let ns = Netns::new("node");
         ns.ip(&["link", "set", "lo", "up"]);
-        Node { ns, bridge: format!("cb{t}"), network: format!("net{t}"), data_dir: tempfile::tempdir().expect("tempdir") }
+        Node {
+            ns,
+            bridge: format!("cb{t}"),
+            network: format!("net{t}"),
+            data_dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     /// A configuration for our plugin with the given version and ipam section.
@@ -208,7 +225,10 @@ impl Node {
 
     /// The default configuration: one /24.
     pub fn conf(&self, version: &str, subnet: &str) -> Value {
-        self.conf_with(version, json!({"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": self.data_dir.path()}))
+        self.conf_with(
+            version,
+            json!({"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": self.data_dir.path()}),
+        )
     }
 
     pub fn store_dir(&self) -> PathBuf {
@@ -231,7 +251,17 @@ impl Node {
 
     /// Call our plugin for one attachment.
     pub fn cni(&self, cmd: &str, id: &str, netns: &str, conf: &Value) -> Reply {
-        self.call(BIN, &[("CNI_COMMAND", cmd), ("CNI_CONTAINERID", id), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", REF_DIR)], conf.to_string().as_bytes())
+        self.call(
+            BIN,
+            &[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", netns),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", REF_DIR),
+            ],
+            conf.to_string().as_bytes(),
+        )
     }
 }
 
@@ -245,7 +275,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} stderr {:?}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} stderr {:?}", self.stdout, self.stderr))
     }
 
     /// Assert success and return the parsed stdout (or Null when empty).
@@ -279,7 +310,11 @@ pub fn call_in(ns: &Netns, bin: &str, env: &[(&str, &str)], stdin: &[u8]) -> Rep
         let _ = si.write_all(stdin);
     }
     let out = child.wait_with_output().expect("wait plugin");
-    Reply { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).to_string(), stderr: String::from_utf8_lossy(&out.stderr).to_string() }
+    Reply {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
 }
 
 /// The address (without prefix) of `ips[0]` of a result.
