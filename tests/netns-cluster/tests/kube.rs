@@ -31,6 +31,11 @@ fn populate(c: &mut Cluster) -> Result<()> {
     common::scale::populate(c)
 }
 
+/// The restart check of `common/restart.rs` on the API server: node2's agent (pod b1) killed and restarted.
+fn killed_agent_converges_through_the_api(c: &mut Cluster) -> Result<()> {
+    common::restart::killed_agent_keeps_connectivity_and_restarted_agent_converges(c, "b1", "c1")
+}
+
 /// The scaling check of `common/scale.rs`, with every change written through the API server.
 fn scale_through_the_api_moves_traffic_within_2s(c: &mut Cluster) -> Result<()> {
     common::scale::scale_up_and_down_moves_traffic_within_2s(c, "a2")
@@ -168,6 +173,7 @@ const KUBE_CHECKS: &[(&str, Check)] = &[
         pod_reaches_the_api_server_through_the_kubernetes_service,
     ),
     ("scale_through_the_api_moves_traffic_within_2s", scale_through_the_api_moves_traffic_within_2s),
+    ("killed_agent_converges_through_the_api", killed_agent_converges_through_the_api),
     ("deleted_service_stops_answering", deleted_service_stops_answering),
 ];
 

@@ -1,6 +1,7 @@
-//! What several test files share: the path, scaling and LoadBalancer checks, each run against both sources.
+//! What several test files share: the path, scaling, agent-restart and LoadBalancer checks, each run against both sources.
 #![allow(dead_code)]
 
 pub mod lb;
 pub mod paths;
+pub mod restart;
 pub mod scale;
