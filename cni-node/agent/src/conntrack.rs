@@ -15,10 +15,10 @@
 //!
 //! [`StaleFlows::between`] (pure) says what is stale after a change; [`parse_flows`] (pure) reads
 //! `conntrack -L`; [`ConntrackTool`] runs the `conntrack` program at the edge, only when there is something to
-//! look for.
+//! look for: one listing per family, then one filtered delete per distinct [`FlowKey`] found stale.
 
 use causeway_model::{EndpointInfo, Protocol, ServicePort, ServiceTable};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,7 +35,36 @@ pub struct Flow {
     pub reply_sport: u16,
 }
 
+/// What decides whether a flow is stale: everything but the client's address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub protocol: Protocol,
+    pub orig_dst: IpAddr,
+    pub orig_dport: u16,
+    pub reply_src: IpAddr,
+    pub reply_sport: u16,
+}
+
+/// The count in `conntrack -D`'s closing line (`... N flow entries have been deleted.`); 0 when absent.
+fn deleted_count(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once("): ")?.1.strip_suffix(" flow entries have been deleted.")?.parse::<usize>().ok())
+        .sum()
+}
+
 impl Flow {
+    /// The fields [`StaleFlows::matches`] looks at.
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            orig_dst: self.orig_dst,
+            orig_dport: self.orig_dport,
+            reply_src: self.reply_src,
+            reply_sport: self.reply_sport,
+        }
+    }
+
     /// The entry's reply comes from where the client sent it: nothing translated its destination.
     fn untranslated(&self) -> bool {
         self.reply_src == self.orig_dst && self.reply_sport == self.orig_dport
@@ -227,17 +256,23 @@ impl ConntrackTool {
                 }
                 return Err(ConntrackError::List { program, stderr });
             }
-            for flow in parse_flows(&String::from_utf8_lossy(&out.stdout)).iter().filter(|f| stale.matches(f)) {
-                let status = Command::new(&self.program)
-                    .args(["-D", "-f", family, "-p", flow.protocol.as_lower()])
-                    .args(["-s", &flow.orig_src.to_string(), "-d", &flow.orig_dst.to_string()])
-                    .args(["--sport", &flow.orig_sport.to_string(), "--dport", &flow.orig_dport.to_string()])
+            // Whether a flow is stale depends only on its key, so one filtered delete per key removes exactly the
+            // stale flows: a handful of `conntrack` runs even when thousands of clients talked to a removed
+            // endpoint (a restarted DNS pod), instead of one run per flow.
+            let keys: BTreeSet<FlowKey> = parse_flows(&String::from_utf8_lossy(&out.stdout))
+                .iter()
+                .filter(|f| stale.matches(f))
+                .map(Flow::key)
+                .collect();
+            for k in keys {
+                let out = Command::new(&self.program)
+                    .args(["-D", "-f", family, "-p", k.protocol.as_lower()])
+                    .args(["--orig-dst", &k.orig_dst.to_string(), "--orig-port-dst", &k.orig_dport.to_string()])
+                    .args(["--reply-src", &k.reply_src.to_string(), "--reply-port-src", &k.reply_sport.to_string()])
                     .output()
                     .map_err(|source| ConntrackError::Spawn { program: program.clone(), source })?;
-                // Exit status 1 with "0 flow entries": it ended meanwhile.
-                if status.status.success() {
-                    deleted += 1;
-                }
+                // Exit status 1 with "0 flow entries have been deleted": they ended meanwhile.
+                deleted += deleted_count(&String::from_utf8_lossy(&out.stderr));
             }
         }
         Ok(deleted)
@@ -429,6 +464,13 @@ conntrack v1.4.7 (conntrack-tools): 5 flow entries have been shown.
             let stale = StaleFlows::between(prev.as_ref(), &next);
             assert_eq!(stale.matches(&f), want, "{what}: {stale:?}");
         }
+    }
+
+    #[test]
+    fn counts_what_conntrack_says_it_deleted() {
+        assert_eq!(deleted_count("conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted.\n"), 3);
+        assert_eq!(deleted_count("conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n"), 0);
+        assert_eq!(deleted_count("conntrack v1.4.7 (conntrack-tools): Operation not permitted\n"), 0);
     }
 
     #[test]
