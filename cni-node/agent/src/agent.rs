@@ -247,7 +247,9 @@ pub async fn rules_task(
             metrics.last_sync_timestamp.set(unix as i64);
             // Only once the rules are in place: a flow deleted earlier would be recreated by its next packet
             // exactly as before.
-            if let Some(tool) = cfg.conntrack.clone() {
+            // A periodic resync of the same snapshot changes nothing: no need to diff the whole table again.
+            let same_snapshot = applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, &desired));
+            if let Some(tool) = cfg.conntrack.clone().filter(|_| !same_snapshot) {
                 let stale = StaleFlows::between(applied.as_ref().map(|d| &d.services), &desired.services);
                 if !stale.is_empty() {
                     match tokio::task::spawn_blocking(move || tool.clean(&stale)).await {
