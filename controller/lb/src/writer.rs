@@ -3,8 +3,7 @@
 
 use crate::{PoolCounts, ServiceKey};
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Service};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,9 +111,7 @@ pub async fn run_pool_status_writer(
     mut updates: watch::Receiver<PoolStatuses>,
     retry: Duration,
 ) {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("causeway.dev", "v1alpha1", "IPPool"), "ippools");
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let api: Api<DynamicObject> = Api::all_with(client, &causeway_kube::ip_pool_resource());
     let mut written: BTreeMap<String, PoolCounts> = BTreeMap::new();
     loop {
         let leading = *is_leader.borrow_and_update();
